@@ -1,0 +1,1 @@
+"""Datasets, the deterministic batch source, and demo-data makers."""

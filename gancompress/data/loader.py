@@ -1,0 +1,79 @@
+"""A deterministic source of batches that can start anywhere inside an epoch.
+
+Epoch ``e`` of stream ``s`` is a fixed permutation drawn from ``(seed, s, e)``; every item also
+gets its own augmentation seed. A resumed run therefore sees exactly the batches an uninterrupted
+run would, whatever the number of workers. Under data parallelism each rank takes every
+``world``-th batch of the same permutation.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+def _mix(*parts: int) -> int:
+    """A 63-bit seed from integers (deterministic across runs and platforms)."""
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (p & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0x7FFFFFFFFFFFFFFF
+    return h
+
+
+class _EpochBatches(Sampler):
+    def __init__(self, n: int, batch_size: int, seed: int, stream: int, shuffle: bool, rank: int, world: int):
+        self.n, self.batch_size, self.seed, self.stream = n, batch_size, seed, stream
+        self.shuffle, self.rank, self.world = shuffle, rank, world
+        self.epoch, self.start = 0, 0
+
+    def batches_per_epoch(self) -> int:
+        return (self.n // self.batch_size) // self.world
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch() - self.start
+
+    def __iter__(self):
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(_mix(self.seed, self.stream, self.epoch))
+            order = torch.randperm(self.n, generator=gen).tolist()
+        else:
+            order = list(range(self.n))
+        count = self.batches_per_epoch()
+        for b in range(self.start, count):
+            global_b = b * self.world + self.rank
+            idx = order[global_b * self.batch_size:(global_b + 1) * self.batch_size]
+            yield [(i, _mix(self.seed, self.stream, self.epoch, i)) for i in idx]
+
+
+class BatchSource:
+    """Batches of ``dataset`` for one training stream.
+
+    Args:
+        dataset: items addressed by ``(index, seed)``.
+        batch_size: images per batch (per rank); the last incomplete batch is dropped.
+        seed: the run's seed.
+        stream: distinguishes independent streams over the same data (stage 3's second batch).
+        num_workers, pin_memory: DataLoader settings (workers persist across epochs).
+        shuffle: a new permutation every epoch.
+        rank, world: data-parallel position.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, stream: int = 0, num_workers: int = 0,
+                 pin_memory: bool = False, shuffle: bool = True, rank: int = 0, world: int = 1):
+        if len(dataset) < batch_size * world:
+            from ..errors import DataError
+            raise DataError(f"the dataset has {len(dataset)} items, fewer than one batch "
+                            f"(data.batch_size {batch_size} x {world} process(es)); add data or lower data.batch_size")
+        self.sampler = _EpochBatches(len(dataset), batch_size, seed, stream, shuffle, rank, world)
+        # A private generator keeps DataLoader from drawing on the global RNG, which a resumed
+        # run must find in the state it was saved in.
+        self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=num_workers,
+                                 pin_memory=pin_memory, persistent_workers=num_workers > 0,
+                                 generator=torch.Generator().manual_seed(seed))
+
+    def __len__(self) -> int:
+        return self.sampler.batches_per_epoch()
+
+    def epoch(self, epoch: int, start: int = 0):
+        """Iterate the batches of ``epoch`` from batch ``start`` on."""
+        self.sampler.epoch, self.sampler.start = epoch, start
+        return iter(self.loader)

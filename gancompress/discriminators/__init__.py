@@ -1,0 +1,1 @@
+"""Wrappers that change how a discriminator behaves (selective activation, ...)."""

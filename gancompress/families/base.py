@@ -1,0 +1,111 @@
+"""What a model family tells the shared pipeline.
+
+The training loop, pruning and distillation never name an architecture: they ask the family.
+A family builds its generators and discriminators (one pair per translation direction; most
+families have one, named 'G'), turns a batch into generator inputs and real images, adds its task
+loss, and says where its images and distillation points are.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..config import Recipe
+
+
+class Family(ABC):
+    """Base class of family adapters.
+
+    Class attributes:
+        ModelConfig: the frozen dataclass of the recipe's ``model`` section; it must have
+            ``ngf_teacher`` and ``ngf_student`` fields.
+        generator_names: names of the generators (and of the discriminators judging them).
+        d_loss_weight: factor on ``L_D_real + L_D_fake`` (1/2 where the family halves D's loss);
+            also the local-capacity weight c of METHOD 2.
+    """
+
+    name: ClassVar[str]
+    ModelConfig: ClassVar[type]
+    generator_names: ClassVar[tuple[str, ...]] = ("G",)
+    d_loss_weight: ClassVar[float] = 1.0
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.cfg = recipe.model
+
+    # --- networks -------------------------------------------------------------------------
+    @abstractmethod
+    def build_generator(self, name: str, ngf: int) -> nn.Module:
+        """A freshly initialised generator of width ``ngf``; it has ``distill_points()``."""
+
+    @abstractmethod
+    def build_discriminator(self, name: str) -> nn.Module:
+        """A freshly initialised discriminator; it has ``mask_points()``."""
+
+    @abstractmethod
+    def example_input(self, name: str, batch: int = 1, device: str | torch.device = "cpu") -> torch.Tensor:
+        """A generator input at the recipe's shape (for MACs, tracing and export)."""
+
+    def custom_pruners(self) -> dict:
+        """torch-pruning pruners for leaf modules it cannot trace through (type -> pruner)."""
+        return {}
+
+    def before_pruning(self, generator: nn.Module) -> object:
+        """Make ``generator`` prunable in place (e.g. strip spectral norm); returns a token."""
+        return None
+
+    def after_pruning(self, generator: nn.Module, token: object) -> None:
+        """Undo :meth:`before_pruning` on the pruned generator in place."""
+
+    def for_export(self, generator: nn.Module) -> nn.Module:
+        """The generator as shipped (e.g. spectral norm folded into plain weights)."""
+        return generator
+
+    # --- data -----------------------------------------------------------------------------
+    @abstractmethod
+    def dataset(self, split: str, train: bool) -> torch.utils.data.Dataset:
+        """The dataset of ``split``; items are dicts of tensors; ``train`` turns augmentation on."""
+
+    def check_data(self) -> None:
+        """Raise DataError early if the recipe's data is missing or wrongly laid out."""
+        self.dataset(self.recipe.data.train_split, train=True)
+
+    @abstractmethod
+    def generator_inputs(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The input of each generator for this batch (shared by teacher and student)."""
+
+    @abstractmethod
+    def real(self, name: str, batch: dict) -> torch.Tensor:
+        """Real images the discriminator ``name`` compares the generator's output with."""
+
+    def d_input(self, name: str, inputs: dict[str, torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+        """What discriminator ``name`` sees for ``image`` (conditional families concatenate)."""
+        return image
+
+    def fake_for_d(self, key: str, fake: torch.Tensor) -> torch.Tensor:
+        """The (detached) fake a discriminator trains on; families with image pools query them.
+
+        ``key`` is '<role>:<generator name>' (role 'T' for the teacher or sparse model, 'S' for the
+        student), so each discriminator has its own pool.
+        """
+        return fake
+
+    @abstractmethod
+    def task_loss(self, gens: dict[str, nn.Module], inputs: dict[str, torch.Tensor],
+                  fakes: dict[str, torch.Tensor], batch: dict) -> torch.Tensor:
+        """The family's non-adversarial generator loss (L1, cycle, content, ... or zero)."""
+
+    @abstractmethod
+    def visuals(self, batch: dict, inputs: dict, teacher: dict, student: dict | None) -> list[torch.Tensor]:
+        """Rows of a sample grid, each (N, 3, H, W) in [-1, 1]: input | teacher | student | target."""
+
+    # --- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Training state the family keeps (image pools); saved in checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

@@ -1,0 +1,85 @@
+"""Pix2Pix: paired image-to-image translation (U-Net or ResNet G, PatchGAN D on concat(A, image))."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import _range
+from ..data.aligned import AlignedDataset
+from ..nets.init import init_normal
+from ..nets.patchgan import PatchDiscriminator
+from ..nets.unet import UnetGenerator
+from .base import Family
+
+
+@dataclass(frozen=True)
+class Pix2PixModel:
+    """The recipe's ``model`` section for pix2pix."""
+
+    netG: Literal["unet", "resnet"] = "unet"
+    num_downs: int = field(default=8, metadata=_range(5))
+    n_blocks: int = field(default=9, metadata=_range(1))
+    ngf_teacher: int = field(default=64, metadata=_range(1))
+    ngf_student: int = field(default=32, metadata=_range(1))
+    ndf: int = field(default=128, metadata=_range(1))
+    n_layers_D: int = field(default=3, metadata=_range(1))
+    norm: Literal["batch", "instance", "instance_affine"] = "batch"
+    dropout: bool = True
+    input_nc: int = field(default=3, metadata=_range(1))
+    output_nc: int = field(default=3, metadata=_range(1))
+    l1_weight: float = field(default=100.0, metadata=_range(0))
+
+
+class Pix2PixFamily(Family):
+    name = "pix2pix"
+    ModelConfig = Pix2PixModel
+    generator_names = ("G",)
+    d_loss_weight = 0.5  # pix2pix halves D's loss
+
+    def build_generator(self, name: str, ngf: int) -> nn.Module:
+        c = self.cfg
+        if c.netG == "unet":
+            g = UnetGenerator(c.input_nc, c.output_nc, c.num_downs, ngf, c.norm, c.dropout)
+        else:
+            from ..nets.resnet import ResnetGenerator
+            g = ResnetGenerator(c.input_nc, c.output_nc, ngf, c.n_blocks, c.norm, c.dropout)
+        return init_normal(g)
+
+    def build_discriminator(self, name: str) -> nn.Module:
+        c = self.cfg
+        d_norm = "batch" if c.norm == "batch" else "instance"
+        return init_normal(PatchDiscriminator(c.input_nc + c.output_nc, c.ndf, c.n_layers_D, d_norm))
+
+    def example_input(self, name: str, batch: int = 1, device="cpu") -> torch.Tensor:
+        size = self.recipe.data.crop_size
+        return torch.zeros(batch, self.cfg.input_nc, size, size, device=device)
+
+    def dataset(self, split: str, train: bool):
+        d = self.recipe.data
+        return AlignedDataset(d.root, split, d.direction, d.load_size if train else d.crop_size,
+                              d.crop_size, d.flip, train, d.max_items, d.on_bad_image)
+
+    def generator_inputs(self, batch: dict) -> dict[str, torch.Tensor]:
+        return {"G": batch["A"]}
+
+    def real(self, name: str, batch: dict) -> torch.Tensor:
+        return batch["B"]
+
+    def d_input(self, name, inputs, image):
+        return torch.cat([inputs["G"], image], 1)
+
+    def task_loss(self, gens, inputs, fakes, batch):
+        return self.cfg.l1_weight * F.l1_loss(fakes["G"], batch["B"])
+
+    def visuals(self, batch, inputs, teacher, student):
+        rows = [inputs["G"], teacher["G"]]
+        if student is not None:
+            rows.append(student["G"])
+        return rows + [batch["B"]]
+
+
+FAMILY = Pix2PixFamily

@@ -1,0 +1,51 @@
+"""Finding layers by what they are and where they run, never by their names."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+WEIGHTED_TYPES = CONV_TYPES + (nn.Linear,)
+NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d,
+              nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm)
+
+
+def execution_order(model: nn.Module, example: torch.Tensor, types: tuple = WEIGHTED_TYPES) -> list[nn.Module]:
+    """Modules of ``types`` in the order a forward pass of ``example`` runs them (each once)."""
+    order: list[nn.Module] = []
+    seen: set[int] = set()
+
+    def hook(module, _inputs, _output):
+        if id(module) not in seen:
+            seen.add(id(module))
+            order.append(module)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, types)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return order
+
+
+def io_layers(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, nn.Module]:
+    """The layer that reads the network input and the one that writes its output.
+
+    They are the first and last weighted layers a forward pass runs; their image channels are
+    never penalised nor pruned (METHOD 1).
+    """
+    order = execution_order(model, example)
+    if not order:
+        raise ValueError("the model runs no convolution or linear layer")
+    return order[0], order[-1]
+
+
+def affine_norms(model: nn.Module) -> list[nn.Module]:
+    """Normalisation layers that carry a learned per-channel scale."""
+    return [m for m in model.modules()
+            if isinstance(m, NORM_TYPES) and getattr(m, "weight", None) is not None]

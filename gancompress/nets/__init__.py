@@ -1,0 +1,1 @@
+"""Plain generator and discriminator modules; no training code lives here."""
