@@ -110,6 +110,7 @@ def cmd_macs(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (the console script exits with it)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

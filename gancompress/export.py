@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -52,7 +53,9 @@ def export_torchscript(generator: nn.Module, example: torch.Tensor, path: Path, 
     Returns ``{"path", "max_abs_diff"}``; raises RuntimeError if the traced module disagrees.
     """
     generator = generator.eval()
-    with torch.no_grad():
+    # torch 2.9+ marks TorchScript deprecated; it is still what mobile and C++ runtimes load.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.*")
         traced = torch.jit.trace(generator, example, check_trace=False)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

@@ -119,6 +119,8 @@ def train_stage(stage, family: Family, recipe: Recipe, run_dir: Path, device: to
     """
     cfg = recipe.train
     writer = rank == 0
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = run_dir / "checkpoints"
     data = family.dataset(recipe.data.train_split, train=True)
     pin = device.type == "cuda"

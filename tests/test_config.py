@@ -1,0 +1,107 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gancompress.config import load_recipe, parse_budget, recipe_from_dict
+from gancompress.errors import RecipeError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _error(raw, overrides=()):
+    with pytest.raises(RecipeError) as info:
+        recipe_from_dict(raw, "r.yaml", overrides)
+    return str(info.value)
+
+
+def test_wrong_type_names_file_and_key_path(tiny_raw):
+    tiny_raw["distill"]["gamma_t"] = "abc"
+    assert _error(tiny_raw) == "r.yaml: distill.gamma_t: expected a number, got 'abc'"
+
+
+def test_unknown_key_lists_valid_keys(tiny_raw):
+    tiny_raw["distill"]["gama_t"] = 1.0
+    msg = _error(tiny_raw)
+    assert msg.startswith("r.yaml: distill.gama_t: unknown key")
+    assert "gamma_t" in msg
+
+
+def test_missing_required_key(tiny_raw):
+    del tiny_raw["name"]
+    assert _error(tiny_raw) == "r.yaml: name: required key is missing"
+
+
+def test_family_model_section_is_checked_by_the_family(tiny_raw):
+    tiny_raw["model"]["ngf_teacher"] = 1.5
+    assert "model.ngf_teacher: expected an integer" in _error(tiny_raw)
+
+
+def test_unknown_family_lists_valid_ones(tiny_raw):
+    tiny_raw["family"] = "stylegan9"
+    assert "pix2pix" in _error(tiny_raw)
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    (("discriminator", "tau"), 1.5, "discriminator.tau: must be <= 1"),
+    (("prune", "budget"), -2.0, "prune.budget: a GMACs budget must be a positive number"),
+    (("prune", "budget"), "150%", "prune.budget: a ratio budget must lie in"),
+    (("data", "batch_size"), 0, "data.batch_size: must be >= 1"),
+    (("train", "gan_loss"), "wasserstein", "train.gan_loss: expected one of"),
+])
+def test_out_of_range_values(tiny_raw, key, value, needle):
+    tiny_raw[key[0]][key[1]] = value
+    assert needle in _error(tiny_raw)
+
+
+def test_overrides_are_typed_and_checked(tiny_raw):
+    recipe = recipe_from_dict(tiny_raw, "r.yaml", ["distill.gamma_t=1e3", "prune.budget=0.5"])
+    assert recipe.distill.gamma_t == 1000.0
+    assert recipe.prune.budget == 0.5
+    assert "distill.nope: unknown key" in _error(tiny_raw, ["distill.nope=1"])
+
+
+def test_budget_forms():
+    assert parse_budget(3.0) == ("gmacs", 3.0)
+    assert parse_budget("25%") == ("ratio", 0.25)
+    with pytest.raises(ValueError):
+        parse_budget("lots")
+
+
+def test_recipe_is_frozen(tiny_recipe):
+    with pytest.raises(Exception):
+        tiny_recipe.distill.gamma_t = 3.0
+
+
+def test_shipped_recipes_load():
+    for path in sorted((ROOT / "recipes").rglob("*.yaml")):
+        recipe = load_recipe(path)
+        assert recipe.name
+
+
+def test_bad_yaml_is_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(bad)
+
+
+def test_cli_user_error_is_one_line_and_nonzero(tmp_path, tiny_raw):
+    tiny_raw["distill"]["gamma_t"] = "abc"
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(tiny_raw))
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "compress.py"), str(path)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"gancompress: error: {path}: distill.gamma_t: expected a number, got 'abc'"]
+
+
+def test_cityscapes_dry_run_prints_teacher_macs_and_budget():
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "compress.py"),
+                           str(ROOT / "recipes" / "pix2pix_cityscapes.yaml"), "--dry-run"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "18.15 GMACs (thop)" in proc.stdout
+    assert "budget G: 3 GMACs" in proc.stdout
