@@ -54,6 +54,7 @@ class DataConfig:
 class TrainConfig:
     """Optimiser and loop settings shared by every training stage."""
 
+    pretrain_epochs: int = field(default=0, metadata=_range(0))
     lr_g: float = field(default=2e-4, metadata=_range(0, lo_open=True))
     lr_d: float = field(default=2e-4, metadata=_range(0, lo_open=True))
     beta1: float = field(default=0.5, metadata=_range(0, 1))
@@ -67,7 +68,6 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     cudnn_benchmark: bool = True
-    on_nonfinite: Literal["stop", "skip"] = "stop"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ stages and continues the unfinished one from its latest checkpoint.
 Run folder::
 
     recipe.yaml            the resolved recipe
+    pretrain/              optional generator-only pre-training (train.pretrain_epochs > 0)
     sparse/model.pt        stage 1: the sparse generators and discriminators
     pruned/pruned.pt       stage 2: pruned architectures (see prune.architecture_record) + weights
     student/, teacher/     stage 3: rebuildable generators (export.load_generator)
@@ -32,9 +33,8 @@ from .export import export_torchscript, load_generator, save_generator
 from .families import get_family
 from .families.base import Family
 from .metrics.macs import count_macs
-from .nets.init import init_normal
 from .prune import layer_widths, prune_to_budget, rebuild
-from .stages import DistillStage, SparseStage
+from .stages import DistillStage, PretrainStage, SparseStage
 from .train import train_stage
 
 log = logging.getLogger(__name__)
@@ -111,14 +111,32 @@ def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool) -> None:
 # ----------------------------------------------------------------------------------------------
 # Stages.
 
+def run_pretrain(family: Family, recipe: Recipe, run_dir: Path, device: torch.device, resume: bool,
+                 ngf: int, name: str) -> dict | None:
+    """Optional generator-only pre-training at width ``ngf``; returns the generators' state."""
+    if recipe.train.pretrain_epochs == 0:
+        return None
+    out = run_dir / "pretrain" / f"{name}.pt"
+    if out.exists():
+        log.info("stage '%s' already done (%s)", name, out)
+        return safe_load(out)
+    seed_everything(recipe.seed + 2)
+    stage = PretrainStage(family, recipe, device, ngf, name)
+    train_stage(stage, family, recipe, run_dir, device, resume=resume)
+    state = stage.gens.state_dict()
+    atomic_save(state, out)
+    return state
+
+
 def run_sparse(family: Family, recipe: Recipe, run_dir: Path, device: torch.device, resume: bool) -> dict:
-    """Stage 1; returns the saved state {gens, discs}."""
+    """Stage 1 (after optional pre-training); returns the saved state {gens, discs}."""
     out = run_dir / "sparse" / "model.pt"
     if out.exists():
         log.info("stage 'sparse' already done (%s)", out)
         return safe_load(out)
+    init = run_pretrain(family, recipe, run_dir, device, resume, recipe.model.ngf_student, "pretrain_S")
     seed_everything(recipe.seed)
-    stage = SparseStage(family, recipe, device)
+    stage = SparseStage(family, recipe, device, init)
     train_stage(stage, family, recipe, run_dir, device, resume=resume)
     state = {"gens": stage.gens.state_dict(), "discs": stage.discs.state_dict()}
     atomic_save(state, out)
@@ -159,7 +177,7 @@ def pruned_generator(family: Family, recipe: Recipe, name: str, entry: dict, inh
     rebuild(g, entry["arch"])
     g.load_state_dict(entry["state_dict"])
     if not inherit:
-        init_normal(g)
+        family.reinit_generator(g)
     return g
 
 
@@ -171,6 +189,9 @@ def run_distill(family: Family, recipe: Recipe, run_dir: Path, device: torch.dev
     if all(p.exists() for p in done):
         log.info("stage 'distill' already done (%s)", done[0].parent)
         return
+    teacher_init = None
+    if recipe.distill.teacher == "scratch":
+        teacher_init = run_pretrain(family, recipe, run_dir, device, resume, recipe.model.ngf_teacher, "pretrain_T")
     seed_everything(recipe.seed + 1)
     student = {n: pruned_generator(family, recipe, n, pruned[n], recipe.prune.inherit_weights) for n in names}
     teacher = None
@@ -180,7 +201,7 @@ def run_distill(family: Family, recipe: Recipe, run_dir: Path, device: torch.dev
         gens.load_state_dict(sparse_state["gens"])
         discs.load_state_dict(sparse_state["discs"])
         teacher = (gens, discs)
-    stage = DistillStage(family, recipe, device, student, teacher)
+    stage = DistillStage(family, recipe, device, student, teacher, teacher_init)
     train_stage(stage, family, recipe, run_dir, device, resume=resume, needs_second_batch=True)
     t_ngf = recipe.model.ngf_student if teacher is not None else recipe.model.ngf_teacher
     for n in names:
@@ -212,12 +233,16 @@ def run_export(family: Family, recipe: Recipe, run_dir: Path) -> dict:
     return out
 
 
-def build_report(family: Family, recipe: Recipe, run_dir: Path, pruned: dict, exports: dict) -> dict:
-    """report.json: teacher vs student MACs (thop and complete), params and budget per generator."""
+def build_report(family: Family, recipe: Recipe, run_dir: Path, pruned: dict, exports: dict,
+                 device: torch.device) -> dict:
+    """report.json: teacher vs student MACs (thop and complete), params, budget and task metric."""
     report = {"family": recipe.family, "recipe": recipe.name, "generators": {}}
+    loaded = {role: {n: load_generator(run_dir / role / f"generator_{n}.pt")[0] for n in family.generator_names}
+              for role in ("teacher", "student")}
+    metrics = family.evaluate({role: {n: g.to(device) for n, g in gens.items()} for role, gens in loaded.items()},
+                              device)
     for n in family.generator_names:
-        teacher, _ = load_generator(run_dir / "teacher" / f"generator_{n}.pt")
-        student, _ = load_generator(run_dir / "student" / f"generator_{n}.pt")
+        teacher, student = loaded["teacher"][n].cpu(), loaded["student"][n].cpu()
         example = family.example_input(n, 1)
         t, s = count_macs(teacher, example), count_macs(student, example)
         budget = pruned[n]["budget"]
@@ -227,10 +252,14 @@ def build_report(family: Family, recipe: Recipe, run_dir: Path, pruned: dict, ex
                  "macs_ratio": t.complete / s.complete, "channels_removed": pruned[n]["removed"],
                  "channels_prunable": pruned[n]["channels"], "export": exports.get(n, {}),
                  "input_shape": list(example.shape)}
+        if n in metrics:
+            entry["metrics"] = metrics[n]
         report["generators"][n] = entry
     if len(family.generator_names) == 1:
         only = report["generators"][family.generator_names[0]]
         report.update({"teacher": only["teacher"], "student": only["student"], "budget": only["budget"]})
+        if "metrics" in only:
+            report["metrics"] = only["metrics"]
     return report
 
 
@@ -276,6 +305,6 @@ def compress(recipe: Recipe, run_dir: Path, *, resume: bool = False, device: str
     if until == "distill":
         return {"stage": "distill"}
     exports = run_export(family, recipe, run_dir)
-    report = build_report(family, recipe, run_dir, pruned, exports)
+    report = build_report(family, recipe, run_dir, pruned, exports, dev)
     write_report(run_dir, report)
     return report

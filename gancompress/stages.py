@@ -189,16 +189,72 @@ def _build_pair(family: Family, ngf: int, recipe: Recipe, device: torch.device) 
     return gens, discs
 
 
+class PretrainStage:
+    """Generator-only pre-training on the family's ``pretrain_loss`` (SRGAN's MSE SRResNet).
+
+    Args:
+        ngf: width of the generators to pre-train.
+        name: the stage's name ('pretrain_S' for the sparse model, 'pretrain_T' for the teacher).
+    """
+
+    def __init__(self, family: Family, recipe: Recipe, device: torch.device, ngf: int, name: str):
+        self.family, self.recipe, self.device, self.name = family, recipe, device, name
+        self.epochs = recipe.train.pretrain_epochs
+        self.precision = Precision(recipe.train.amp, device)
+        self.gens = nn.ModuleDict({n: prepare_module(family.build_generator(n, ngf), recipe, device)
+                                   for n in family.generator_names})
+        self.opt_g = make_adam(self.gens.parameters(), recipe.train.lr_g, recipe, device)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Constant learning rate."""
+
+    def step(self, batch: dict, batch2: dict | None = None) -> dict:
+        inputs = self.family.generator_inputs(batch)
+        self.opt_g.zero_grad(set_to_none=True)
+        with self.precision.autocast():
+            fakes = {n: self.gens[n](inputs[n]) for n in self.family.generator_names}
+            loss = self.family.pretrain_loss(self.gens, inputs, fakes, batch)
+        self.precision.backward(loss)
+        self.precision.step(self.opt_g)
+        self.precision.update()
+        return {"G_pretrain": loss.detach()}
+
+    @torch.no_grad()
+    def visuals(self, batch: dict) -> list[torch.Tensor]:
+        inputs = self.family.generator_inputs(batch)
+        self.gens.eval()
+        fakes = {n: self.gens[n](inputs[n]) for n in self.family.generator_names}
+        self.gens.train()
+        return self.family.visuals(batch, inputs, fakes, None)
+
+    def state_dict(self) -> dict:
+        return {"gens": self.gens.state_dict(), "opt_g": self.opt_g.state_dict(),
+                "precision": self.precision.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gens.load_state_dict(state["gens"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.precision.load_state_dict(state["precision"])
+
+    def log_extras(self) -> dict:
+        return {}
+
+
 class SparseStage:
-    """Stage 1: train the sparse model (width ``ngf_student``) with the L1 penalty (METHOD 1.1)."""
+    """Stage 1: train the sparse model (width ``ngf_student``) with the L1 penalty (METHOD 1.1).
+
+    ``init_gens`` optionally starts the generators from a state dict (a pre-trained model).
+    """
 
     name = "sparse"
 
-    def __init__(self, family: Family, recipe: Recipe, device: torch.device):
+    def __init__(self, family: Family, recipe: Recipe, device: torch.device, init_gens: dict | None = None):
         self.family, self.recipe, self.device = family, recipe, device
         self.epochs = recipe.sparse_epochs
         self.precision = Precision(recipe.train.amp, device)
         self.gens, self.discs = _build_pair(family, recipe.model.ngf_student, recipe, device)
+        if init_gens is not None:
+            self.gens.load_state_dict(init_gens)
         penalised = []
         for n in family.generator_names:
             penalised += penalised_parameters(self.gens[n], recipe.sparse.method, family.example_input(n, 1, device))
@@ -248,12 +304,13 @@ class DistillStage:
         student: the pruned generators by name (their architecture is fixed).
         teacher: generators and discriminators to continue from, or None to build them fresh
             (``distill.teacher: scratch``, the paper setting).
+        teacher_init: optional state dict for fresh teacher generators (a pre-trained teacher).
     """
 
     name = "distill"
 
     def __init__(self, family: Family, recipe: Recipe, device: torch.device, student: dict[str, nn.Module],
-                 teacher: tuple[nn.ModuleDict, nn.ModuleDict] | None = None):
+                 teacher: tuple[nn.ModuleDict, nn.ModuleDict] | None = None, teacher_init: dict | None = None):
         self.family, self.recipe, self.device = family, recipe, device
         names = family.generator_names
         self.kind = recipe.train.gan_loss
@@ -263,6 +320,8 @@ class DistillStage:
         self.teacher_mode = recipe.distill.teacher
         if teacher is None:
             self.t_gens, self.t_discs = _build_pair(family, recipe.model.ngf_teacher, recipe, device)
+            if teacher_init is not None:
+                self.t_gens.load_state_dict(teacher_init)
         else:
             self.t_gens, self.t_discs = teacher
         self.s_gens = nn.ModuleDict({n: prepare_module(student[n], recipe, device) for n in names})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gancompress.data.demo import DEMO_MAKERS  # noqa: E402
+from gancompress.data.demo import DEMO_MAKERS, get_demo_maker  # noqa: E402
 from gancompress.errors import GanCompressError  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def main() -> int:
         return 2
     try:
         for family in args.families:
-            DEMO_MAKERS[family](args.out or args.root / family)
+            get_demo_maker(family)(args.out or args.root / family)
     except GanCompressError as exc:
         print(f"make_demo_data: error: {exc}", file=sys.stderr)
         return 2

@@ -96,4 +96,20 @@ def make_pix2pix_demo(out: str | Path, n_train: int = 64, n_val: int = 16, size:
     return out
 
 
-DEMO_MAKERS = {"pix2pix": make_pix2pix_demo}
+# family -> "module:function" writing that family's demo data; resolved by get_demo_maker.
+DEMO_MAKERS = {
+    "pix2pix": "gancompress.data.demo:make_pix2pix_demo",
+    "cyclegan": "gancompress.data.demo_cyclegan:make_cyclegan_demo",
+    "sagan": "gancompress.data.demo_sagan:make_sagan_demo",
+    "srgan": "gancompress.data.demo_srgan:make_srgan_demo",
+}
+
+
+def get_demo_maker(family: str):
+    """The function ``maker(out: Path) -> Path`` that writes ``family``'s demo data."""
+    import importlib
+
+    if family not in DEMO_MAKERS:
+        raise KeyError(f"unknown family {family!r} (valid: {', '.join(sorted(DEMO_MAKERS))})")
+    module, func = DEMO_MAKERS[family].split(":")
+    return getattr(importlib.import_module(module), func)

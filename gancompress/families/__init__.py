@@ -9,6 +9,9 @@ import importlib
 
 FAMILIES = {
     "pix2pix": "gancompress.families.pix2pix",
+    "cyclegan": "gancompress.families.cyclegan",
+    "sagan": "gancompress.families.sagan",
+    "srgan": "gancompress.families.srgan",
 }
 
 

@@ -49,6 +49,11 @@ class Family(ABC):
     def example_input(self, name: str, batch: int = 1, device: str | torch.device = "cpu") -> torch.Tensor:
         """A generator input at the recipe's shape (for MACs, tracing and export)."""
 
+    def reinit_generator(self, generator: nn.Module) -> nn.Module:
+        """Re-initialise a (pruned) generator in place, as GCC does before distillation."""
+        from ..nets.init import init_normal
+        return init_normal(generator)
+
     def custom_pruners(self) -> dict:
         """torch-pruning pruners for leaf modules it cannot trace through (type -> pruner)."""
         return {}
@@ -101,6 +106,24 @@ class Family(ABC):
     @abstractmethod
     def visuals(self, batch: dict, inputs: dict, teacher: dict, student: dict | None) -> list[torch.Tensor]:
         """Rows of a sample grid, each (N, 3, H, W) in [-1, 1]: input | teacher | student | target."""
+
+    def pretrain_loss(self, gens: dict[str, nn.Module], inputs: dict[str, torch.Tensor],
+                      fakes: dict[str, torch.Tensor], batch: dict) -> torch.Tensor:
+        """Loss of the optional generator-only pre-training (``train.pretrain_epochs``)."""
+        return self.task_loss(gens, inputs, fakes, batch)
+
+    # --- evaluation -----------------------------------------------------------------------
+    def evaluate(self, generators: dict[str, dict[str, nn.Module]], device: torch.device) -> dict:
+        """The family's task metric for each role ('teacher', 'student', ...) and generator.
+
+        Args:
+            generators: role -> generator name -> module (eval mode).
+            device: where to run.
+
+        Returns:
+            generator name -> role -> {metric: value}; empty when the family has none yet.
+        """
+        return {}
 
     # --- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
