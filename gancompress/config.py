@@ -131,6 +131,10 @@ class EvalConfig:
     """Evaluation after export: metric files the user provides, and how much to measure."""
 
     max_images: int = field(default=0, metadata=_range(0))
+    inception_weights: str = ""   # pt_inception-2015-12-05-6726825d.pth, for FID/KID
+    fid_extractor: str = ""       # a TorchScript feature extractor used instead of Inception
+    segmenter: str = ""           # a segmenter checkpoint or TorchScript file, for mIoU
+    vgg19_weights: str = ""       # torchvision's vgg19-dcbb9e9d.pth, for SRGAN's content loss
     latency: bool = True
     latency_iters: int = field(default=20, metadata=_range(1))
 

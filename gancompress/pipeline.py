@@ -251,7 +251,9 @@ def build_report(family: Family, recipe: Recipe, run_dir: Path, pruned: dict, ex
                  "student_within_budget": abs(s.complete - budget) <= recipe.prune.tolerance * budget,
                  "macs_ratio": t.complete / s.complete, "channels_removed": pruned[n]["removed"],
                  "channels_prunable": pruned[n]["channels"], "export": exports.get(n, {}),
-                 "input_shape": list(example.shape)}
+                 "input_shape": list(example.shape),
+                 "widths": {layer: [w, s_w] for (layer, w), s_w in
+                            zip(layer_widths(teacher).items(), layer_widths(student).values())}}
         if n in metrics:
             entry["metrics"] = metrics[n]
         report["generators"][n] = entry
