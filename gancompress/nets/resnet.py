@@ -1,5 +1,4 @@
-"""CycleGAN's ResNet generator, its depthwise-separable (mobile) variant and the PatchGAN
-discriminator.
+"""CycleGAN's ResNet generator and its depthwise-separable (mobile) variant.
 
 ``ResnetGenerator`` reproduces the ``resnet_9blocks`` generator of
 junyanz/pytorch-CycleGAN-and-pix2pix module for module, under the same attribute names
@@ -9,11 +8,19 @@ junyanz/pytorch-CycleGAN-and-pix2pix module for module, under the same attribute
 pointwise 1x1, as GAN Compression's ``mobile_resnet_9blocks``. Both are plain module trees
 that torch-pruning traces: the residual adds tie the trunk channels into one group, and
 depthwise convolutions tie their input to their output.
+
+CycleGAN's discriminator is the 70x70 PatchGAN of :mod:`gancompress.nets.patchgan`, re-exported
+here so that a family finds its generator and discriminator in one place.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .patchgan import PatchDiscriminator
+
+__all__ = ["ResnetGenerator", "MobileResnetGenerator", "ResnetBlock", "SeparableConv2d",
+           "PatchDiscriminator"]
 
 _NORMS = ("instance", "instance_affine", "batch", "none")
 
@@ -189,45 +196,3 @@ class MobileResnetGenerator(ResnetGenerator):
     """
 
     _separable = True
-
-
-class PatchDiscriminator(nn.Module):
-    """pix2pix / CycleGAN 70x70 PatchGAN: kernel 4, padding 1, strides 2,...,2,1 then a 1-channel
-    stride-1 logit conv; LeakyReLU 0.2; no norm on the first block.
-
-    Args:
-        input_nc: channels of D's input (6 for pix2pix's concat(input, output)).
-        ndf: width of the first block; doubles per block, capped at 8*ndf.
-        n_layers: number of stride-2 blocks (3 for the 70x70 PatchGAN: 4 blocks + head, 5 convs).
-        norm: 'instance', 'batch' or 'none'; convs followed by a BatchNorm carry no bias.
-
-    Shapes: (N, input_nc, H, W) -> (N, 1, H', W') logits (30x30 for 256x256, n_layers 3).
-    """
-
-    def __init__(self, input_nc: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "instance"):
-        super().__init__()
-        if norm not in ("instance", "batch", "none"):
-            raise ValueError(f"unknown norm {norm!r} (valid: instance, batch, none)")
-        bias = _uses_bias(norm)
-        blocks = [nn.Sequential(nn.Conv2d(input_nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2))]
-        mult = 1
-        for n in range(1, n_layers + 1):
-            prev, mult = mult, min(2 ** n, 8)
-            stride = 2 if n < n_layers else 1
-            layers = [nn.Conv2d(ndf * prev, ndf * mult, 4, stride, 1, bias=bias)]
-            if norm != "none":
-                layers.append(_norm(norm, ndf * mult))
-            layers.append(nn.LeakyReLU(0.2))
-            blocks.append(nn.Sequential(*layers))
-        self.blocks = nn.ModuleList(blocks)
-        self.head = nn.Conv2d(ndf * mult, 1, 4, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x
-        for b in self.blocks:
-            h = b(h)
-        return self.head(h)
-
-    def mask_points(self) -> list[nn.Module]:
-        """Modules whose outputs the selective discriminator masks: every block."""
-        return list(self.blocks)
