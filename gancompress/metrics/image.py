@@ -93,7 +93,7 @@ def psnr_ssim_y(pred: torch.Tensor, target: torch.Tensor, border: int, *, quanti
     if border < 0:
         raise ValueError(f"border must be >= 0, got {border}")
     p = _prepare_y(pred, border, quantize)
-    t = _prepare_y(target, border, quantize.__bool__())
+    t = _prepare_y(target, border, quantize)
     if min(p.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(
             f"images of {tuple(pred.shape[-2:])} pixels minus a border of {border} are smaller than the "

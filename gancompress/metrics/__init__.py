@@ -1,0 +1,48 @@
+"""Evaluation metrics: PSNR/SSIM, segmentation mIoU, FID/KID and latency.
+
+Names are resolved lazily (PEP 562), so ``import gancompress.metrics`` does not pull in kornia,
+segmentation_models_pytorch or torch-fidelity until a metric that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "image": ("rgb_to_y", "psnr_ssim_y", "to_unit", "quantize_8bit"),
+    "miou": (
+        "Palette",
+        "Segmenter",
+        "cityscapes_palette",
+        "colour_to_ids",
+        "confusion_matrix",
+        "evaluate_miou",
+        "load_segmenter",
+        "miou_from_confusion",
+    ),
+    "segmenter_train": ("train_segmenter",),
+    "fid": (
+        "InceptionExtractor",
+        "TorchScriptExtractor",
+        "cached_real_features",
+        "check_inception_weights",
+        "compute_features",
+        "fid_from_features",
+        "kid_from_features",
+    ),
+    "latency": ("latency_table", "measure_latency"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'gancompress.metrics' has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{_WHERE[name]}")
+    return getattr(module, name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,277 @@
+"""FID and KID, computed with torch-fidelity's Inception-V3 and its metric code, fully offline.
+
+torch-fidelity normally downloads its Inception weights; here the file must be given locally
+(``eval.inception_weights``) and is checked before use: it must exist and its SHA-256 must
+start with the 8 hex digits embedded in its name (``6726825d``), torch.hub's convention.
+
+Features are computed once per image set with an *extractor*: :class:`InceptionExtractor`
+(pool3, 2048-d, torch-fidelity's resizing and normalisation) or :class:`TorchScriptExtractor`
+(any user model mapping images to vectors). FID and KID are then pure functions of two feature
+matrices, delegated to ``torch_fidelity.metric_fid`` and ``torch_fidelity.metric_kid``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable, Tuple
+
+import torch
+
+from gancompress.errors import CheckpointError, DataError, MissingFileError
+
+log = logging.getLogger(__name__)
+
+INCEPTION_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
+INCEPTION_SHA256_PREFIX = "6726825d"
+INCEPTION_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
+#: Value of the ``"format"`` key of real-feature cache files.
+FEATURE_CACHE_FORMAT = "gancompress-features"
+
+
+def sha256_of(path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_inception_weights(path) -> Path:
+    """Verify the local Inception weights torch-fidelity uses.
+
+    Args:
+        path: the ``.pth`` file, or a folder holding ``pt_inception-2015-12-05-6726825d.pth``.
+
+    Returns:
+        the verified file path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / INCEPTION_FILENAME
+    if not path.is_file():
+        raise MissingFileError(
+            f"{INCEPTION_FILENAME} not found at {path}: download it from {INCEPTION_URL} "
+            f"(the file torch-fidelity uses) and set eval.inception_weights in the recipe to its path"
+        )
+    digest = sha256_of(path)
+    if not digest.startswith(INCEPTION_SHA256_PREFIX):
+        raise CheckpointError(
+            f"Inception weights {path} have SHA-256 {digest[:16]}..., not the expected {INCEPTION_SHA256_PREFIX}...: "
+            f"the file is corrupt or a different model; download it again from {INCEPTION_URL}"
+        )
+    return path
+
+
+def images_to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) images as uint8, the input torch-fidelity's Inception expects.
+
+    Float images in [0, 1] are rounded as saving them to PNG would (``x * 255 + 0.5``, clamped),
+    so scores match those computed from image files; uint8 passes through.
+    """
+    if images.dtype == torch.uint8:
+        return images
+    return (images.float() * 255.0 + 0.5).clamp(0, 255).to(torch.uint8)
+
+
+class InceptionExtractor:
+    """torch-fidelity's Inception-V3 (TF-2015 weights), pool3 features.
+
+    Images are bilinearly resized to 299x299 exactly as TF1 does (torch-fidelity's
+    ``interpolate_bilinear_2d_like_tensorflow1x``) and normalised inside the network.
+
+    Args:
+        weights_path: local ``pt_inception-2015-12-05-6726825d.pth`` (or its folder).
+        device: device to run on.
+
+    Call: ``extractor(images)`` with images (N, 3, H, W) uint8 or float in [0, 1] -> (N, 2048)
+    float32 on CPU.
+    """
+
+    dim = 2048
+
+    def __init__(self, weights_path, device="cpu"):
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        path = check_inception_weights(weights_path)
+        # torch-fidelity loads the file with weights_only=False; check first that it holds only
+        # tensors, so that a tampered file with a matching hash prefix still runs no code.
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(
+                f"Inception weights {path} do not load with weights_only=True ({type(e).__name__}): "
+                f"download them again from {INCEPTION_URL}"
+            ) from e
+        self.device = torch.device(device)
+        self.model = FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path)
+        ).to(self.device)
+        self.id = "inception-v3-compat-pool3"
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        (feats,) = self.model(images_to_uint8(images).to(self.device))
+        return feats.float().cpu()
+
+
+class TorchScriptExtractor:
+    """A user's feature extractor saved as TorchScript.
+
+    The module must map (N, 3, H, W) float images in [0, 1] to (N, D) features; uint8 inputs are
+    divided by 255 first.
+
+    Args:
+        path: TorchScript file.
+        device: device to run on.
+    """
+
+    def __init__(self, path, device="cpu"):
+        path = Path(path)
+        if not path.is_file():
+            raise MissingFileError(f"feature extractor {path} not found: save a TorchScript module with torch.jit.save")
+        self.device = torch.device(device)
+        self.model = torch.jit.load(str(path), map_location=self.device).eval()
+        # The content hash, not the path, names the extractor, so a replaced file invalidates caches.
+        self.id = f"torchscript-{sha256_of(path)[:16]}"
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        feats = self.model(x.to(self.device))
+        if feats.dim() != 2:
+            feats = feats.flatten(1)
+        return feats.float().cpu()
+
+
+def compute_features(images_iter: Iterable, extractor: Callable) -> torch.Tensor:
+    """Features of every image of a set.
+
+    Args:
+        images_iter: yields (N, 3, H, W) image batches (uint8, or float in [0, 1]); a yielded
+            tuple/list uses its first element as the images.
+        extractor: callable mapping a batch to (N, D) features.
+
+    Returns:
+        (total N, D) float32 CPU tensor.
+    """
+    chunks = []
+    for batch in images_iter:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        chunks.append(extractor(images).detach().float().cpu())
+    if not chunks:
+        raise DataError("no images to compute features on: check the evaluation dataset folder")
+    return torch.cat(chunks, dim=0)
+
+
+def _check_pair(f1: torch.Tensor, f2: torch.Tensor) -> None:
+    if f1.dim() != 2 or f2.dim() != 2 or f1.shape[1] != f2.shape[1]:
+        raise ValueError(f"feature sets must be (N1, D) and (N2, D), got {tuple(f1.shape)} and {tuple(f2.shape)}")
+
+
+def fid_from_features(f1: torch.Tensor, f2: torch.Tensor) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets (torch-fidelity's code).
+
+    Args:
+        f1: (N1, D) features. f2: (N2, D) features. Both need N > 1.
+
+    Returns:
+        FID (float, >= 0 up to rounding).
+    """
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    _check_pair(f1, f2)
+    if min(f1.shape[0], f2.shape[0]) < 2:
+        raise DataError(f"FID needs at least 2 images per set, got {f1.shape[0]} and {f2.shape[0]}")
+    s1 = fid_features_to_statistics(f1.detach().cpu().double())
+    s2 = fid_features_to_statistics(f2.detach().cpu().double())
+    return float(fid_statistics_to_metric(s1, s2, verbose=False)["frechet_inception_distance"])
+
+
+def kid_from_features(
+    f1: torch.Tensor, f2: torch.Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 2020
+) -> Tuple[float, float]:
+    """Kernel Inception Distance (cubic polynomial kernel MMD^2, torch-fidelity's code).
+
+    Args:
+        f1: (N1, D) features. f2: (N2, D) features.
+        subsets: number of random subsets averaged.
+        subset_size: samples per subset; lowered (with a warning) to the smaller set size.
+        seed: seed of the subset sampling.
+
+    Returns:
+        (mean, std) of the MMD^2 estimates over subsets.
+    """
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+
+    _check_pair(f1, f2)
+    n = min(f1.shape[0], f2.shape[0])
+    if n < 2:
+        raise DataError(f"KID needs at least 2 images per set, got {f1.shape[0]} and {f2.shape[0]}")
+    if subset_size > n:
+        log.warning("KID subset size %d exceeds the %d images available: using %d", subset_size, n, n)
+        subset_size = n
+    out = kid_features_to_metric(
+        f1.detach().cpu().double(),
+        f2.detach().cpu().double(),
+        kid_subsets=subsets,
+        kid_subset_size=subset_size,
+        rng_seed=seed,
+        verbose=False,
+    )
+    return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD])
+
+
+def _safe_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s)
+
+
+def cached_real_features(cache_dir, key: str, images_iter_fn: Callable[[], Iterable], extractor) -> torch.Tensor:
+    """Features of the real images, computed once and cached on disk.
+
+    The cache file ``<cache_dir>/<key>__<extractor.id>.pt`` holds a plain dict (loadable with
+    ``weights_only=True``) with the key, the extractor id and the (N, D) features; features
+    rather than mean/covariance are kept so that both FID and KID can use them. A file whose
+    key or extractor id differs, or that cannot be read, is recomputed and replaced.
+
+    Args:
+        cache_dir: folder for cache files (created if needed).
+        key: names the real image set (e.g. "cityscapes-val-256").
+        images_iter_fn: called with no argument on a miss; returns an iterable of image batches.
+        extractor: an extractor with an ``id`` attribute.
+
+    Returns:
+        (N, D) float32 features.
+    """
+    cache_dir = Path(cache_dir)
+    path = cache_dir / f"{_safe_name(key)}__{_safe_name(extractor.id)}.pt"
+    if path.is_file():
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            expected = {"format": FEATURE_CACHE_FORMAT, "key": key, "extractor": extractor.id}
+            if all(blob.get(k) == v for k, v in expected.items()):
+                log.info("real features from cache %s", path)
+                return blob["features"]
+            log.warning("feature cache %s was made for another set or extractor: recomputing", path)
+        except Exception as e:  # a truncated or foreign file: recomputing is always safe
+            log.warning("feature cache %s unreadable (%s): recomputing", path, type(e).__name__)
+    feats = compute_features(images_iter_fn(), extractor)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=cache_dir)
+    os.close(fd)
+    try:
+        torch.save({"format": FEATURE_CACHE_FORMAT, "key": key, "extractor": extractor.id, "features": feats}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    log.info("cached %d real features in %s", feats.shape[0], path)
+    return feats
