@@ -1,4 +1,4 @@
-"""The ``gancompress`` command line: compress, prune, export, macs.
+"""The ``gancompress`` command line: compress, prune, export, evaluate, macs.
 
 User mistakes end in one line on stderr and exit status 2; an interrupted run says how to resume.
 """
@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("generator", type=Path, help="a generator file, e.g. runs/x/student/generator_G.pt")
     p.add_argument("--out", type=Path, required=True, help="output TorchScript file (.pt)")
     p.add_argument("--onnx", type=Path, default=None, help="also write ONNX here")
+
+    p = sub.add_parser("evaluate", help="task metric, latency and ONNX parity of a finished run; writes report.md")
+    p.add_argument("run_dir", type=Path, help="the run folder, e.g. runs/demo_pix2pix")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
 
     p = sub.add_parser("macs", help="MACs and params of a recipe's teacher, or of a generator file")
     p.add_argument("target", help="a recipe YAML or a generator .pt file")
@@ -123,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(args)
         if args.command == "macs":
             return cmd_macs(args)
+        if args.command == "evaluate":
+            from .evaluate import evaluate_run
+            report = evaluate_run(args.run_dir, args.device)
+            print(json.dumps({n: g.get("metrics", {}) for n, g in report["generators"].items()}, indent=2))
+            print(f"report: {args.run_dir / 'report.md'}")
+            return 0
     except GanCompressError as exc:
         print(f"gancompress: error: {exc}", file=sys.stderr)
         return 2

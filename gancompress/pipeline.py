@@ -233,14 +233,14 @@ def run_export(family: Family, recipe: Recipe, run_dir: Path) -> dict:
     return out
 
 
-def build_report(family: Family, recipe: Recipe, run_dir: Path, pruned: dict, exports: dict,
-                 device: torch.device) -> dict:
-    """report.json: teacher vs student MACs (thop and complete), params, budget and task metric."""
+def build_report(family: Family, recipe: Recipe, run_dir: Path, pruned: dict, exports: dict) -> dict:
+    """report.json: teacher vs student MACs (thop and complete), params, budget and widths.
+
+    The task metric, latency and ONNX parity are added by ``evaluate.evaluate_run``.
+    """
     report = {"family": recipe.family, "recipe": recipe.name, "generators": {}}
     loaded = {role: {n: load_generator(run_dir / role / f"generator_{n}.pt")[0] for n in family.generator_names}
               for role in ("teacher", "student")}
-    metrics = family.evaluate({role: {n: g.to(device) for n, g in gens.items()} for role, gens in loaded.items()},
-                              device)
     for n in family.generator_names:
         teacher, student = loaded["teacher"][n].cpu(), loaded["student"][n].cpu()
         example = family.example_input(n, 1)
@@ -254,14 +254,10 @@ def build_report(family: Family, recipe: Recipe, run_dir: Path, pruned: dict, ex
                  "input_shape": list(example.shape),
                  "widths": {layer: [w, s_w] for (layer, w), s_w in
                             zip(layer_widths(teacher).items(), layer_widths(student).values())}}
-        if n in metrics:
-            entry["metrics"] = metrics[n]
         report["generators"][n] = entry
     if len(family.generator_names) == 1:
         only = report["generators"][family.generator_names[0]]
         report.update({"teacher": only["teacher"], "student": only["student"], "budget": only["budget"]})
-        if "metrics" in only:
-            report["metrics"] = only["metrics"]
     return report
 
 
@@ -307,6 +303,6 @@ def compress(recipe: Recipe, run_dir: Path, *, resume: bool = False, device: str
     if until == "distill":
         return {"stage": "distill"}
     exports = run_export(family, recipe, run_dir)
-    report = build_report(family, recipe, run_dir, pruned, exports, dev)
-    write_report(run_dir, report)
-    return report
+    write_report(run_dir, build_report(family, recipe, run_dir, pruned, exports))
+    from .evaluate import evaluate_run
+    return evaluate_run(run_dir, device)

@@ -30,7 +30,7 @@ def aligned_root(tmp_path_factory):
     from gancompress.data.demo import make_pix2pix_demo
 
     root = tmp_path_factory.mktemp("aligned")
-    make_pix2pix_demo(root, n_train=8, n_val=4, size=32, seed=0)
+    make_pix2pix_demo(root, n_train=8, n_val=4, size=32, seed=0, segmenter_epochs=0)
     return root
 
 

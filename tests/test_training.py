@@ -128,3 +128,21 @@ def test_pipeline_end_to_end_and_resume_skips_finished_stages(tiny_recipe, tmp_p
         compress(tiny_recipe, run, device="cpu")
     again = compress(tiny_recipe, run, device="cpu", resume=True)
     assert again["student"] == report["student"]
+
+
+def test_evaluate_fills_metrics_latency_onnx_and_writes_markdown(tiny_raw, tmp_path):
+    tiny_raw["eval"] = {"latency": True, "latency_iters": 2}
+    recipe = recipe_from_dict(tiny_raw, "tiny.yaml")
+    run = tmp_path / "run"
+    report = compress(recipe, run, device="cpu")
+    m = report["metrics"]
+    assert set(m) == {"teacher", "student"}
+    assert all(0 <= r["ssim"] <= 1 and r["psnr"] > 0 for r in m.values())
+    lat = report["latency"]["models"]
+    assert lat["teacher"]["eager_b1_fp32"]["median_ms"] > 0 and lat["student"]["torchscript_b1_fp32"]["median_ms"] > 0
+    assert report["onnx"]["max_abs_diff"] < 1e-4
+    md = (run / "report.md").read_text()
+    assert "| MACs (thop, G) |" in md and "ONNX (opset 17)" in md
+    from gancompress.cli import main
+    assert main(["evaluate", str(run), "--device", "cpu"]) == 0
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2

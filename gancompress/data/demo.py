@@ -66,12 +66,14 @@ def _label_map(photo: Image.Image, palette_img: Image.Image) -> Image.Image:
     return idx.convert("RGB")
 
 
-def make_pix2pix_demo(out: str | Path, n_train: int = 64, n_val: int = 16, size: int = 64, seed: int = 0) -> Path:
+def make_pix2pix_demo(out: str | Path, n_train: int = 64, n_val: int = 16, size: int = 64, seed: int = 0,
+                      segmenter_epochs: int = 40) -> Path:
     """Write an aligned dataset (label map | photo) to ``out/train`` and ``out/val``.
 
     Label maps have ``len(DEMO_PALETTE)`` classes found by median-cut colour quantisation of all
     photos together. Training crops come from the left 80 % of each photo, validation crops from
-    the held-out right 20 %.
+    the held-out right 20 %. With ``segmenter_epochs`` > 0 it also trains the mIoU segmenter on
+    the training photos (``out/segmenter.pt``, a small smp U-Net, no pretrained weights).
     """
     out = Path(out)
     gen = torch.Generator().manual_seed(seed)
@@ -93,6 +95,15 @@ def make_pix2pix_demo(out: str | Path, n_train: int = 64, n_val: int = 16, size:
                 pair.save(folder / f"{k:04d}.png")
                 k += 1
     log.info("wrote the pix2pix demo data to %s (%d train, %d val)", out, n_train, n_val)
+    if segmenter_epochs:
+        from ..metrics.miou import Palette
+        from ..metrics.segmenter_train import train_segmenter
+
+        palette = Palette("demo", torch.tensor(DEMO_PALETTE, dtype=torch.long),
+                          torch.arange(len(DEMO_PALETTE)), None)
+        stats = train_segmenter(out / "train", out / "segmenter.pt", encoder="resnet18", palette=palette,
+                                size=size, epochs=segmenter_epochs, batch_size=16, lr=3e-3, seed=seed)
+        log.info("trained the demo segmenter: pixel accuracy %.1f%% on its training photos", stats["pixel_acc"])
     return out
 
 

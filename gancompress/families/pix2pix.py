@@ -75,6 +75,66 @@ class Pix2PixFamily(Family):
     def task_loss(self, gens, inputs, fakes, batch):
         return self.cfg.l1_weight * F.l1_loss(fakes["G"], batch["B"])
 
+    @torch.no_grad()
+    def evaluate(self, generators, device):
+        """PSNR/SSIM of G(A) against B, and mIoU when ``eval.segmenter`` names a segmenter.
+
+        mIoU follows the pix2pix/GCC protocol: segment the generated image, upsample the
+        prediction to the label's resolution, one confusion matrix over the evaluation split.
+        Labels come from ``<root>/<eval_split>_trainids/<file>`` when present (Cityscapes, made
+        by tools/prepare_cityscapes.py), else from the colour label map A via the segmenter's
+        palette. The real photos B give the ceiling ('real').
+        """
+        from ..metrics.image import psnr_ssim_y, to_unit
+        from ..metrics.miou import confusion_matrix, load_segmenter, miou_from_confusion
+
+        data = self.dataset(self.recipe.data.eval_split, train=False)
+        limit = self.recipe.eval.max_images or len(data)
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, range(min(limit, len(data)))),
+                                             batch_size=self.recipe.data.eval_batch_size)
+        seg = load_segmenter(self.recipe.eval.segmenter, device) if self.recipe.eval.segmenter else None
+        roles = list(generators)
+        sums = {r: {"psnr": 0.0, "ssim": 0.0} for r in roles}
+        cms = {r: None for r in roles + ["real"]}
+        count = 0
+        for batch in loader:
+            a, b = batch["A"].to(device), batch["B"].to(device)
+            outs = {r: to_unit(generators[r]["G"](a)) for r in roles}
+            n = a.shape[0]
+            for r in roles:
+                m = psnr_ssim_y(outs[r].cpu(), to_unit(b).cpu(), border=0)
+                sums[r]["psnr"] += m["psnr"] * n
+                sums[r]["ssim"] += m["ssim"] * n
+            if seg is not None:
+                labels = self._labels(data, batch, seg)
+                for r, images in list(outs.items()) + [("real", to_unit(b))]:
+                    pred = seg.predict(images, out_size=labels.shape[-2:]).cpu()
+                    cm = confusion_matrix(pred, labels, seg.num_classes)
+                    cms[r] = cm if cms[r] is None else cms[r] + cm
+            count += n
+        result = {r: {k: v / count for k, v in sums[r].items()} for r in roles}
+        if seg is not None:
+            for r, cm in cms.items():
+                result.setdefault(r, {})["miou"] = miou_from_confusion(cm)["miou"]
+        return {"G": result}
+
+    def _labels(self, data, batch, seg) -> torch.Tensor:
+        """(N, H, W) class ids of the batch's label maps (trainId files, else A's colours)."""
+        from PIL import Image
+        import numpy as np
+
+        ids = []
+        for index, a in zip(batch["index"].tolist(), batch["A"]):
+            path = data.files[index]
+            trainids = path.parent.parent / f"{path.parent.name}_trainids" / path.name
+            if trainids.is_file():
+                with Image.open(trainids) as im:
+                    ids.append(torch.from_numpy(np.asarray(im, dtype=np.int64)))
+            else:
+                rgb = ((a.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.long)
+                ids.append(seg.labels_from_colour(rgb))
+        return torch.stack(ids)
+
     def visuals(self, batch, inputs, teacher, student):
         rows = [inputs["G"], teacher["G"]]
         if student is not None:
