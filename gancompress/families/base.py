@@ -78,6 +78,10 @@ class Family(ABC):
         """Raise DataError early if the recipe's data is missing or wrongly laid out."""
         self.dataset(self.recipe.data.train_split, train=True)
 
+    def synthetic_batch(self, batch_size: int, device: torch.device) -> dict:
+        """A random batch of the recipe's shapes, for benchmarks without data."""
+        raise NotImplementedError(f"the {self.name} family has no synthetic batch for benchmarks yet")
+
     @abstractmethod
     def generator_inputs(self, batch: dict) -> dict[str, torch.Tensor]:
         """The input of each generator for this batch (shared by teacher and student)."""

@@ -63,6 +63,12 @@ class Pix2PixFamily(Family):
         return AlignedDataset(d.root, split, d.direction, d.load_size if train else d.crop_size,
                               d.crop_size, d.flip, train, d.max_items, d.on_bad_image)
 
+    def synthetic_batch(self, batch_size, device):
+        size, c = self.recipe.data.crop_size, self.cfg
+        return {"A": torch.rand(batch_size, c.input_nc, size, size, device=device) * 2 - 1,
+                "B": torch.rand(batch_size, c.output_nc, size, size, device=device) * 2 - 1,
+                "index": torch.arange(batch_size, device=device)}
+
     def generator_inputs(self, batch: dict) -> dict[str, torch.Tensor]:
         return {"G": batch["A"]}
 
