@@ -265,7 +265,8 @@ def _convert(tp: Any, value: Any, path: str, where: str) -> Any:
         if not isinstance(value, dict) or not value:
             raise fail("a non-empty mapping")
         key_tp, val_tp = typing.get_args(tp)
-        return {str(k): _convert(val_tp, v, f"{path}.{k}", where) for k, v in value.items()}
+        return {str(k): _convert(val_tp, v, f"{path}.{k if str(k).isidentifier() else repr(k)}", where)
+                for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return build_dataclass(tp, value, path, where)
     raise TypeError(f"unsupported recipe type {tp!r} at {path}")
@@ -305,7 +306,8 @@ def build_dataclass(cls: type, raw: Any, path: str, where: str, overrides_types:
     for key in raw:
         if key not in fields:
             valid = ", ".join(sorted(fields))
-            raise RecipeError(f"{where}: {prefix}{key}: unknown key (valid keys here: {valid})")
+            shown = key if isinstance(key, str) and key.isidentifier() else repr(key)
+            raise RecipeError(f"{where}: {prefix}{shown}: unknown key (valid keys here: {valid})")
     kwargs = {}
     for name, f in fields.items():
         key_path = f"{prefix}{name}"
