@@ -189,6 +189,16 @@ def _build_pair(family: Family, ngf: int, recipe: Recipe, device: torch.device) 
     return gens, discs
 
 
+@torch.no_grad()
+def generator_visuals(family: Family, gens: nn.ModuleDict, batch: dict) -> list[torch.Tensor]:
+    """Sample-grid rows of one set of generators (eval mode for the pass, then back to train)."""
+    inputs = family.generator_inputs(batch)
+    gens.eval()
+    fakes = {n: gens[n](inputs[n]) for n in family.generator_names}
+    gens.train()
+    return family.visuals(batch, inputs, fakes, None)
+
+
 class PretrainStage:
     """Generator-only pre-training on the family's ``pretrain_loss`` (SRGAN's MSE SRResNet).
 
@@ -219,13 +229,8 @@ class PretrainStage:
         self.precision.update()
         return {"G_pretrain": loss.detach()}
 
-    @torch.no_grad()
     def visuals(self, batch: dict) -> list[torch.Tensor]:
-        inputs = self.family.generator_inputs(batch)
-        self.gens.eval()
-        fakes = {n: self.gens[n](inputs[n]) for n in self.family.generator_names}
-        self.gens.train()
-        return self.family.visuals(batch, inputs, fakes, None)
+        return generator_visuals(self.family, self.gens, batch)
 
     def state_dict(self) -> dict:
         return {"gens": self.gens.state_dict(), "opt_g": self.opt_g.state_dict(),
@@ -271,13 +276,8 @@ class SparseStage:
         _, logs = self.update.step(batch, inputs)
         return logs
 
-    @torch.no_grad()
     def visuals(self, batch: dict) -> list[torch.Tensor]:
-        inputs = self.family.generator_inputs(batch)
-        self.gens.eval()
-        fakes = {n: self.gens[n](inputs[n]) for n in self.family.generator_names}
-        self.gens.train()
-        return self.family.visuals(batch, inputs, fakes, None)
+        return generator_visuals(self.family, self.gens, batch)
 
     def state_dict(self) -> dict:
         return {"gens": self.gens.state_dict(), "discs": self.discs.state_dict(),
