@@ -10,17 +10,26 @@ from . import losses
 class FeatureTap:
     """Records the outputs of ``modules`` on every forward pass while it is attached.
 
-    ``outputs[i]`` is the latest output of ``modules[i]``. Detach with :meth:`remove`.
+    ``outputs[i]`` is the latest output of ``modules[i]``; with ``keep_first`` it is the first
+    output since the last :meth:`reset`, so that later passes in the same iteration (CycleGAN's
+    cycle and identity terms run each generator again) do not replace the features of the main
+    pass. Detach with :meth:`remove`.
     """
 
-    def __init__(self, modules: list[nn.Module]):
+    def __init__(self, modules: list[nn.Module], keep_first: bool = False):
         self.outputs: list[torch.Tensor | None] = [None] * len(modules)
+        self.keep_first = keep_first
         self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(modules)]
 
     def _hook(self, i: int):
         def hook(_module, _inputs, output):
-            self.outputs[i] = output
+            if not (self.keep_first and self.outputs[i] is not None):
+                self.outputs[i] = output
         return hook
+
+    def reset(self) -> None:
+        """Forget the recorded outputs (with ``keep_first``, the next pass records again)."""
+        self.outputs = [None] * len(self.outputs)
 
     def remove(self) -> None:
         for h in self._handles:

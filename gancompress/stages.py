@@ -255,6 +255,7 @@ class SparseStage:
 
     def __init__(self, family: Family, recipe: Recipe, device: torch.device, init_gens: dict | None = None):
         self.family, self.recipe, self.device = family, recipe, device
+        family.reset_state()
         self.epochs = recipe.sparse_epochs
         self.precision = Precision(recipe.train.amp, device)
         self.gens, self.discs = _build_pair(family, recipe.model.ngf_student, recipe, device)
@@ -312,6 +313,7 @@ class DistillStage:
     def __init__(self, family: Family, recipe: Recipe, device: torch.device, student: dict[str, nn.Module],
                  teacher: tuple[nn.ModuleDict, nn.ModuleDict] | None = None, teacher_init: dict | None = None):
         self.family, self.recipe, self.device = family, recipe, device
+        family.reset_state()
         names = family.generator_names
         self.kind = recipe.train.gan_loss
         self.epochs = recipe.distill_epochs
@@ -347,7 +349,9 @@ class DistillStage:
             s_points, t_points = self.s_gens[n].distill_points(), self.t_gens[n].distill_points()
             self.adapters[n] = Adapters(tap_channels(self.s_gens[n], s_points, example),
                                         tap_channels(self.t_gens[n], t_points, example)).to(device)
-            self.s_taps[n], self.t_taps[n] = FeatureTap(s_points), FeatureTap(t_points)
+            # keep_first: the task loss may run a generator again (CycleGAN's cycle); the taps
+            # keep the main pass on ``inputs``, and step() resets them.
+            self.s_taps[n], self.t_taps[n] = FeatureTap(s_points, keep_first=True), FeatureTap(t_points, keep_first=True)
             d_points = self.t_discs[n].mask_points()
             try:
                 chosen = [d_points[i - 1] for i in recipe.distill.d_layers]
@@ -392,6 +396,8 @@ class DistillStage:
         fam, names = self.family, self.family.generator_names
         inputs = fam.generator_inputs(batch)
         logs = {}
+        for tap in list(self.s_taps.values()) + list(self.t_taps.values()):
+            tap.reset()
 
         # 1. teacher: D_T then G_T (or a frozen forward); its generator taps fill here.
         if self.teacher_mode == "frozen":

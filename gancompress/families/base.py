@@ -136,3 +136,7 @@ class Family(ABC):
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+    def reset_state(self) -> None:
+        """Forget the training state (empty the image pools): every training stage starts afresh,
+        so a run resumed at a stage boundary matches an uninterrupted one."""
