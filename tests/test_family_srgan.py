@@ -1,0 +1,224 @@
+"""The SRGAN family: SR data, VGG19 content loss, the weighted adversarial term, and the whole
+pipeline on tiny data (pruning through the sub-pixel blocks, PSNR/SSIM vs bicubic, export)."""
+import copy
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from gancompress import losses
+from gancompress.config import recipe_from_dict
+from gancompress.data.sr import SRDataset, bicubic_upscale, downscale
+from gancompress.errors import DataError, MissingFileError, RecipeError
+from gancompress.families import get_family
+from gancompress.pipeline import compress
+from gancompress.stages import GANUpdate, Precision
+from gancompress.vgg import WEIGHTS_FILE, VGGFeatures, vgg19_layer_names
+
+TINY_SRGAN = {
+    "name": "tiny_srgan",
+    "family": "srgan",
+    "seed": 0,
+    "model": {"scale": 4, "n_blocks": 2, "ngf_teacher": 8, "ngf_student": 8, "ndf": 4, "d_blocks": 4,
+              "d_fc": 16, "lr_crop": 12, "content_loss": "mse"},
+    "data": {"root": "", "train_split": "train", "eval_split": "val", "batch_size": 2, "num_workers": 0},
+    "train": {"pretrain_epochs": 1, "gan_loss": "vanilla", "lr_g": 1e-3, "log_every": 2,
+              "checkpoint_every": 4, "samples_per_epoch": False},
+    "sparse": {"method": "l1", "epochs": 1},
+    "prune": {"budget": "60%", "tolerance": 0.05},
+    "distill": {"epochs_const": 1, "epochs_decay": 1, "gamma_m": 0.1, "gamma_t": 0.1},
+    "discriminator": {"mode": "selective", "tau": 0.1},
+    "eval": {"latency": False},
+}
+
+
+@pytest.fixture(scope="module")
+def sr_root(tmp_path_factory):
+    """8 HR training images of 64 px, 4 held-out evaluation images of 48 px (scikit-image photos)."""
+    from gancompress.data.demo_srgan import make_srgan_demo
+
+    root = tmp_path_factory.mktemp("sr")
+    make_srgan_demo(root, n_train=8, size=64, eval_size=48)
+    return root
+
+
+def _raw(root, **model):
+    raw = copy.deepcopy(TINY_SRGAN)
+    raw["data"]["root"] = str(root)
+    raw["model"].update(model)
+    return raw
+
+
+def _family(root, overrides=(), **model):
+    recipe = recipe_from_dict(_raw(root, **model), "tiny_srgan.yaml", overrides)
+    return get_family("srgan")(recipe)
+
+
+def _rgb(size, seed=0):
+    noise = torch.randint(0, 256, (size[1], size[0], 3), generator=torch.Generator().manual_seed(seed),
+                          dtype=torch.uint8)
+    return Image.fromarray(noise.numpy())
+
+
+# --- data --------------------------------------------------------------------------------------
+
+def test_training_items_are_seeded_crops_with_bicubic_lr(sr_root):
+    data = SRDataset(sr_root, "train", scale=4, hr_crop=48, train=True)
+    a, b, c = data[(3, 7)], data[(3, 7)], data[(3, 8)]
+    assert a["lr"].shape == (3, 12, 12) and a["hr"].shape == (3, 48, 48) and int(a["index"]) == 3
+    assert a["hr"].min() >= -1 and a["hr"].max() <= 1
+    assert torch.equal(a["hr"], b["hr"]) and not torch.equal(a["hr"], c["hr"])
+    hr_img = Image.fromarray(((a["hr"] + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy())
+    expected = torch.from_numpy(np.array(downscale(hr_img, 4))).permute(2, 0, 1)
+    assert torch.equal(((a["lr"] + 1) * 127.5).round().to(torch.uint8), expected)
+
+
+def test_eval_items_are_whole_images_cut_to_the_scale(tmp_path):
+    (tmp_path / "val").mkdir()
+    _rgb((50, 43)).save(tmp_path / "val" / "a.png")
+    item = SRDataset(tmp_path, "val", scale=4, hr_crop=0, train=False)[0]
+    assert item["hr"].shape == (3, 40, 48) and item["lr"].shape == (3, 10, 12)
+    up = bicubic_upscale(item["lr"][None], 4)
+    assert up.shape == (1, 3, 40, 48) and up.min() >= -1 and up.max() <= 1
+
+
+def test_small_images_are_skipped_and_counted(tmp_path, caplog):
+    split = tmp_path / "train"
+    split.mkdir()
+    _rgb((100, 120)).save(split / "big.png")
+    _rgb((95, 200)).save(split / "narrow.png")
+    Image.new("L", (128, 96), 90).save(split / "gray.png")  # grayscale is converted, not rejected
+    with caplog.at_level(logging.INFO, logger="gancompress.data.sr"):
+        data = SRDataset(tmp_path, "train", scale=4, hr_crop=96)
+    assert [p.name for p in data.files] == ["big.png", "gray.png"]
+    assert "skipped 1 image(s) with a side under 96 px" in caplog.text
+    gray = data[1]["hr"]
+    assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+    with pytest.raises(DataError, match="side under|>= 200 px"):
+        SRDataset(tmp_path, "train", scale=4, hr_crop=200)
+
+
+def test_truncated_images_follow_on_bad_image(tmp_path):
+    split = tmp_path / "train"
+    split.mkdir()
+    _rgb((64, 64), 1).save(split / "a_good.png")
+    _rgb((64, 64), 2).save(split / "c_good.png")
+    header = split / "b_header.png"
+    _rgb((64, 64)).save(header)
+    header.write_bytes(header.read_bytes()[:20])
+    with pytest.raises(DataError, match="b_header.png: not a readable image"):
+        SRDataset(tmp_path, "train", hr_crop=32)
+    kept = SRDataset(tmp_path, "train", hr_crop=32, on_bad_image="skip")
+    assert [p.name for p in kept.files] == ["a_good.png", "c_good.png"]
+    header.unlink()
+    body = split / "b_body.png"
+    _rgb((64, 64), 3).save(body)
+    body.write_bytes(body.read_bytes()[: len(body.read_bytes()) // 2])  # the header still reads
+    strict = SRDataset(tmp_path, "train", hr_crop=32)
+    with pytest.raises(DataError, match="b_body.png: cannot decode image"):
+        strict[(1, 0)]
+    lenient = SRDataset(tmp_path, "train", hr_crop=32, on_bad_image="skip")
+    item = lenient[(1, 0)]
+    assert int(item["index"]) == 2 and item["hr"].shape == (3, 32, 32)  # the next readable image
+
+
+# --- recipe, VGG19 and losses -------------------------------------------------------------------
+
+def test_vgg_layer_names_follow_torchvision():
+    from torchvision.models.vgg import cfgs, make_layers
+
+    names = vgg19_layer_names()
+    features = make_layers(cfgs["E"])
+    assert len(names) == len(features) == 37
+    assert names.index("relu5_4") == 35  # SRGAN's VGG54 = vgg19().features[:36]
+    kinds = {"conv": torch.nn.Conv2d, "relu": torch.nn.ReLU, "pool": torch.nn.MaxPool2d}
+    assert all(isinstance(m, kinds[n.rstrip("0123456789_")]) for n, m in zip(names, features))
+
+
+def test_recipe_checks_vgg_layer_and_scale(sr_root):
+    with pytest.raises(RecipeError, match=r"model\.vgg_layer: unknown VGG19 layer 'relu6_1'.*relu5_4"):
+        recipe_from_dict(_raw(sr_root, vgg_layer="relu6_1"), "r.yaml")
+    with pytest.raises(RecipeError, match=r"model\.scale: must be a power of 2"):
+        recipe_from_dict(_raw(sr_root, scale=3), "r.yaml")
+
+
+def test_missing_vgg_weights_name_the_file_and_its_source(sr_root, tmp_path):
+    family = _family(sr_root, content_loss="vgg")
+    with pytest.raises(MissingFileError) as info:
+        family.check_data()
+    msg = str(info.value)
+    assert "\n" not in msg and WEIGHTS_FILE in msg and "https://download.pytorch.org/models/" in msg
+    assert "eval.vgg19_weights" in msg
+    family = _family(sr_root, [f"eval.vgg19_weights={tmp_path / 'nowhere.pth'}"], content_loss="vgg")
+    with pytest.raises(MissingFileError, match=f"nowhere.pth: file not found.*{WEIGHTS_FILE}"):
+        family.check_data()
+
+
+def test_vgg_content_loss_uses_frozen_normalised_features(sr_root, tmp_path):
+    from torchvision.models.vgg import cfgs, make_layers
+
+    torch.manual_seed(0)
+    full = make_layers(cfgs["E"][:3])  # conv1_1, relu1_1, conv1_2, relu1_2, pool1: enough for relu1_2
+    path = tmp_path / WEIGHTS_FILE
+    torch.save({f"features.{k}": v for k, v in full.state_dict().items()}, path)
+    vgg = VGGFeatures(path, "relu1_2")
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(vgg(x), full[:4](((x + 1) / 2 - mean) / std))
+    assert not any(p.requires_grad for p in vgg.parameters())
+    vgg.train()
+    assert not vgg.training
+
+    family = _family(sr_root, [f"eval.vgg19_weights={path}"], content_loss="vgg", vgg_layer="relu1_2")
+    hr = torch.rand(2, 3, 48, 48) * 2 - 1
+    fake = hr.clone().requires_grad_(True)
+    assert float(family.task_loss({}, {}, {"G": fake}, {"hr": hr}).detach()) == 0.0
+    fake = (hr + 0.1 * torch.randn_like(hr)).requires_grad_(True)
+    loss = family.task_loss({}, {}, {"G": fake}, {"hr": hr})
+    loss.backward()
+    assert loss > 0 and fake.grad.abs().sum() > 0
+    with pytest.raises(MissingFileError, match=f"conv5_4|features.34|not torchvision's {WEIGHTS_FILE}"):
+        VGGFeatures(path, "relu5_4")
+
+
+def test_generator_adversarial_term_is_weighted(sr_root):
+    family = _family(sr_root, adv_weight=1e-3)
+    assert family.g_adv_weight == 1e-3
+    torch.manual_seed(0)
+    disc = family.build_discriminator("G")
+    discs = torch.nn.ModuleDict({"G": disc})
+    update = GANUpdate(family, "vanilla", None, discs, None, None, Precision("off", torch.device("cpu")))
+    fake = torch.rand(2, 3, 48, 48) * 2 - 1
+    got = update.g_adv(discs, {"G": None}, {"G": fake})
+    torch.testing.assert_close(got, 1e-3 * losses.g_adv("vanilla", disc(fake)))
+    hr = torch.rand(2, 3, 48, 48)
+    assert torch.isclose(family.pretrain_loss({}, {}, {"G": fake}, {"hr": hr}), F.mse_loss(fake, hr))
+
+
+# --- the whole pipeline ----------------------------------------------------------------------------
+
+def test_pipeline_prunes_through_subpixel_blocks_and_scores_against_bicubic(sr_root, tmp_path):
+    recipe = recipe_from_dict(_raw(sr_root), "tiny_srgan.yaml")
+    run = tmp_path / "run"
+    report = compress(recipe, run, device="cpu")
+    g = report["generators"]["G"]
+    assert (run / "pretrain" / "pretrain_S.pt").is_file() and (run / "pretrain" / "pretrain_T.pt").is_file()
+    assert g["student_within_budget"] and g["student"]["macs"] < g["teacher"]["macs"]
+    assert g["student"]["params"] < g["teacher"]["params"]
+    assert g["input_shape"] == [1, 3, 12, 12]
+    # Teacher and student share ngf 8 here, so narrower sub-pixel convs can only come from pruning.
+    up = {k: v for k, v in g["widths"].items() if k.startswith("upsample.")}
+    assert len(up) == 2 and all(s < t for t, s in up.values()), up
+    assert all(s % 4 == 0 for _, s in up.values())  # whole channels: 4 filters each (scale 2 per block)
+    m = report["metrics"]
+    assert set(m) == {"teacher", "student", "bicubic"}
+    assert all(r["psnr"] > 5 and 0 < r["ssim"] <= 1 for r in m.values())
+    assert m["bicubic"]["psnr"] > 18  # the held-out photos are not noise
+    assert json.loads((run / "report.json").read_text())["metrics"] == m
+    ts = torch.jit.load(str(run / "export" / "generator.pt"))
+    assert ts(torch.rand(1, 3, 24, 24) * 2 - 1).shape == (1, 3, 96, 96)
