@@ -154,8 +154,10 @@ class GANUpdate:
         return total, parts
 
     def g_adv(self, discs: nn.ModuleDict, inputs: dict, fakes: dict) -> torch.Tensor:
-        return sum(losses.g_adv(self.kind, discs[n](self.family.d_input(n, inputs, fakes[n])))
-                   for n in self.family.generator_names)
+        """The generators' adversarial loss against ``discs``, times ``family.g_adv_weight``."""
+        return self.family.g_adv_weight * sum(
+            losses.g_adv(self.kind, discs[n](self.family.d_input(n, inputs, fakes[n])))
+            for n in self.family.generator_names)
 
     def step(self, batch: dict, inputs: dict) -> tuple[dict, dict]:
         """Update D then G on ``batch``; returns (fakes, detached losses)."""

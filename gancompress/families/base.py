@@ -25,12 +25,16 @@ class Family(ABC):
         generator_names: names of the generators (and of the discriminators judging them).
         d_loss_weight: factor on ``L_D_real + L_D_fake`` (1/2 where the family halves D's loss);
             also the local-capacity weight c of METHOD 2.
+        g_adv_weight: factor on the generators' adversarial loss, teacher and student alike
+            (SRGAN's 1e-3); a family whose recipe sets it assigns it per instance in ``__init__``.
+            The discriminators' losses and GCC's gap (METHOD 2) stay unweighted.
     """
 
     name: ClassVar[str]
     ModelConfig: ClassVar[type]
     generator_names: ClassVar[tuple[str, ...]] = ("G",)
     d_loss_weight: ClassVar[float] = 1.0
+    g_adv_weight: float = 1.0
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
