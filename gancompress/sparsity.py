@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .layers import CONV_TYPES, affine_norms, io_layers
 
@@ -28,7 +29,15 @@ def penalised_parameters(model: nn.Module, method: str, example: torch.Tensor) -
         layers = [m for m in model.modules() if isinstance(m, CONV_TYPES) and id(m) not in excluded]
     else:
         raise ValueError(f"unknown sparsity method {method!r} (valid: {', '.join(METHODS)})")
-    return [m.weight for m in layers if id(m) not in excluded]
+    return [_trained_weight(m) for m in layers if id(m) not in excluded]
+
+
+def _trained_weight(module: nn.Module) -> nn.Parameter:
+    """The parameter behind ``module.weight``: for a parametrized weight (spectral norm) the
+    stored original, since ``module.weight`` is then recomputed each call and never gets a grad."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original
+    return module.weight
 
 
 @torch.no_grad()

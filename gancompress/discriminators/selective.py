@@ -19,10 +19,19 @@ def straight_through_mask(alpha: torch.Tensor, tau: float) -> torch.Tensor:
     return hard + alpha - alpha.detach()
 
 
-def _out_channels(block: nn.Module) -> int:
+def _out_channels(block: nn.Module, net: nn.Module) -> int:
+    """Channels of the mask point ``block``'s output: its last conv's, or, for a point holding no
+    conv (an activation such as SAGAN's LeakyReLU), the last conv registered before it in ``net``
+    (registration order is forward order in the Sequential blocks discriminators are made of)."""
     convs = [m for m in block.modules() if isinstance(m, CONV_TYPES)]
     if not convs:
-        raise ValueError(f"mask point {type(block).__name__} holds no convolution")
+        for m in net.modules():
+            if m is block:
+                break
+            if isinstance(m, CONV_TYPES):
+                convs.append(m)
+    if not convs:
+        raise ValueError(f"mask point {type(block).__name__} holds no convolution and none precedes it")
     return convs[-1].out_channels
 
 
@@ -42,7 +51,7 @@ class SelectiveDiscriminator(nn.Module):
         super().__init__()
         self.net = net
         self.tau = float(tau)
-        self.alphas = nn.ParameterList([nn.Parameter(torch.ones(_out_channels(p))) for p in mask_points])
+        self.alphas = nn.ParameterList([nn.Parameter(torch.ones(_out_channels(p, net))) for p in mask_points])
         self._points = list(mask_points)
         for i, point in enumerate(self._points):
             point.register_forward_hook(self._make_hook(i))

@@ -1,0 +1,207 @@
+"""SAGAN: unconditional 64x64 generation from a latent code (one generator 'G').
+
+G and D are heykeetae's SAGAN (``nets.sagan``): spectral-norm transposed convs with BatchNorm and
+two self-attention blocks in G, spectral-norm convs with two attention blocks in D, trained with
+the hinge loss and TTUR (the recipe sets lr_g 1e-4, lr_d 4e-4, betas (0, 0.9)). There is no task
+loss. Every dataset item carries the latent code z of its sample, drawn from the item's seed, so
+the teacher and the student of stage 3 see the same z and a resumed run the same codes.
+
+Spectral norm and pruning: torch-pruning cannot prune a parametrized weight, so
+:meth:`SAGANFamily.before_pruning` folds spectral norm into plain weights and
+:meth:`SAGANFamily.after_pruning` puts it back on the pruned convs (see ``nets.sagan`` for what
+that does to the function). Attention blocks are pruned with their block's channels
+(``gancompress.pruners``); their query/key width stays. MACs budgets are met on the complete
+count, which includes the spectral-norm convs and the attention matmuls that thop misses.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import _range
+from ..data.imagefolder import ImageFolderDataset
+from ..errors import DataError
+from ..metrics.image import to_unit
+from ..nets.sagan import (SAGANDiscriminator, SAGANGenerator, SelfAttention, fold_spectral_norm,
+                          restore_spectral_norm, strip_spectral_norm)
+from ..prune import architecture_record, rebuild
+from .base import Family
+
+log = logging.getLogger(__name__)
+
+LAYOUT = ("a flat folder of RGB images, e.g. CelebA's img_align_celeba/ (an empty data.train_split "
+          "or data.eval_split reads data.root itself; 'train' reads data.root/train)")
+
+
+@dataclass(frozen=True)
+class SAGANModel:
+    """The recipe's ``model`` section for sagan (GCC appendix Table I: ngf 64 / 48, ndf 64)."""
+
+    z_dim: int = field(default=128, metadata=_range(1))
+    ngf_teacher: int = field(default=64, metadata=_range(1))
+    ngf_student: int = field(default=48, metadata=_range(1))
+    ndf: int = field(default=64, metadata=_range(1))
+    image_size: int = field(default=64, metadata=_range(1))
+
+    def validate(self) -> str | None:
+        if self.image_size != 64:
+            return (f"image_size: the SAGAN nets (gancompress.nets.sagan) make 64x64 images, got "
+                    f"{self.image_size}; set model.image_size: 64")
+        return None
+
+
+class SAGANFamily(Family):
+    name = "sagan"
+    ModelConfig = SAGANModel
+    generator_names = ("G",)
+    d_loss_weight = 1.0  # hinge D loss, not halved
+
+    # --- networks -------------------------------------------------------------------------
+    def build_generator(self, name: str, ngf: int) -> nn.Module:
+        """A SAGAN generator of width ``ngf`` (z (N, z_dim) -> (N, 3, 64, 64)), torch's default
+        init as in heykeetae's code."""
+        return SAGANGenerator(self.cfg.z_dim, ngf)
+
+    def build_discriminator(self, name: str) -> nn.Module:
+        """A SAGAN discriminator of width ``ndf`` ((N, 3, 64, 64) -> (N, 1) logits)."""
+        return SAGANDiscriminator(self.cfg.ndf)
+
+    def example_input(self, name: str, batch: int = 1, device="cpu") -> torch.Tensor:
+        """A fixed standard-normal batch of codes (N, z_dim) (seeded, so traces are repeatable;
+        not zeros, so export parity checks compare more than the biases)."""
+        gen = torch.Generator().manual_seed(0)
+        return torch.randn(batch, self.cfg.z_dim, generator=gen).to(device)
+
+    @torch.no_grad()
+    def reinit_generator(self, generator: nn.Module) -> nn.Module:
+        """Re-initialise in place with the nets' own init: torch's defaults (``reset_parameters``
+        of every conv and BatchNorm), attention ``gamma`` 0, spectral norm re-applied with an
+        exact sigma. Works on pruned widths."""
+        token = self.before_pruning(generator)
+        for m in generator.modules():
+            if isinstance(m, SelfAttention):
+                m.gamma.zero_()
+            elif callable(getattr(m, "reset_parameters", None)):
+                m.reset_parameters()
+        self.after_pruning(generator, token)
+        return generator
+
+    def custom_pruners(self) -> dict:
+        """The :class:`SelfAttention` pruner: the block's q/k/v input channels are tied to the
+        channels of the block it sits on (and its value conv's output to them too)."""
+        from ..pruners import CUSTOM_PRUNERS
+        return dict(CUSTOM_PRUNERS)
+
+    def before_pruning(self, generator: nn.Module) -> list[str]:
+        """Fold spectral norm into plain weights in place; returns the folded modules' names.
+
+        Names rather than modules: the pruning search works on copies of ``generator``.
+        """
+        stripped = set(map(id, strip_spectral_norm(generator)))
+        return [name for name, m in generator.named_modules() if id(m) in stripped]
+
+    def after_pruning(self, generator: nn.Module, token: list[str]) -> None:
+        """Re-apply spectral norm (exact sigma, a few power iterations) to the modules named in
+        ``token`` of the pruned ``generator``."""
+        modules = dict(generator.named_modules())
+        restore_spectral_norm([modules[name] for name in token])
+
+    def for_export(self, generator: nn.Module) -> nn.Module:
+        """A copy of ``generator`` with spectral norm folded into plain weights (eval mode): it
+        computes what ``generator`` computes in eval mode, and traces to TorchScript/ONNX.
+
+        The copy is rebuilt from the architecture record and state dict, not deep-copied: a deep
+        copy of a parametrized module shares its generated class with the original, and removing
+        the parametrization from the copy deletes ``weight`` from that shared class, breaking the
+        original.
+        """
+        shipped = rebuild(self.build_generator("G", self.cfg.ngf_student), architecture_record(generator))
+        shipped.load_state_dict(generator.state_dict())
+        device = next(generator.parameters()).device
+        shipped = shipped.to(device).eval()
+        fold_spectral_norm(shipped)
+        return shipped
+
+    # --- data -----------------------------------------------------------------------------
+    def dataset(self, split: str, train: bool) -> ImageFolderDataset:
+        """The images of ``data.root/<split>`` (``data.root`` itself for an empty split).
+
+        Items: {"image": (3, 64, 64) in [-1, 1], "z": (z_dim,), "index"}.
+        """
+        d = self.recipe.data
+        if not d.root:
+            raise DataError(f"data.root is empty: set it to {LAYOUT}")
+        folder = Path(d.root) / split if split else Path(d.root)
+        return ImageFolderDataset(folder, self.cfg.image_size, d.center_crop, d.flip, train, self.cfg.z_dim,
+                                  d.max_items, d.on_bad_image, what=f"data.root; expected {LAYOUT}")
+
+    def synthetic_batch(self, batch_size: int, device: torch.device) -> dict:
+        size = self.cfg.image_size
+        return {"image": torch.rand(batch_size, 3, size, size, device=device) * 2 - 1,
+                "z": torch.randn(batch_size, self.cfg.z_dim, device=device),
+                "index": torch.arange(batch_size, device=device)}
+
+    def generator_inputs(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The batch's own codes (N, z_dim): the same for teacher and student."""
+        return {"G": batch["z"]}
+
+    def real(self, name: str, batch: dict) -> torch.Tensor:
+        return batch["image"]
+
+    def task_loss(self, gens, inputs, fakes, batch) -> torch.Tensor:
+        """SAGAN has no task loss: a zero scalar."""
+        return fakes["G"].new_zeros(())
+
+    def visuals(self, batch, inputs, teacher, student):
+        """Rows teacher | student | real (the input z is not an image)."""
+        rows = [teacher["G"]]
+        if student is not None:
+            rows.append(student["G"])
+        return rows + [batch["image"]]
+
+    # --- evaluation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, generators, device):
+        """FID of each role's samples against the real images of ``data.eval_split``.
+
+        One sample per real image (``eval.max_images`` caps both), generated from that item's
+        own z, so teacher and student are scored on the same codes. Needs a feature extractor:
+        ``eval.fid_extractor`` (TorchScript) or ``eval.inception_weights`` (torch-fidelity's pool3
+        Inception); without one there is no metric and the result is empty.
+
+        Returns:
+            {"G": {role: {"fid": float, "fid_images": int}}} or {}.
+        """
+        e = self.recipe.eval
+        if not (e.fid_extractor or e.inception_weights):
+            log.info("sagan: no eval.fid_extractor or eval.inception_weights set, so no FID")
+            return {}
+        from ..metrics.fid import InceptionExtractor, TorchScriptExtractor, compute_features, fid_from_features
+
+        extractor = (TorchScriptExtractor(e.fid_extractor, device) if e.fid_extractor
+                     else InceptionExtractor(e.inception_weights, device))
+        data = self.dataset(self.recipe.data.eval_split, train=False)
+        count = min(e.max_images or len(data), len(data))
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, range(count)),
+                                             batch_size=self.recipe.data.eval_batch_size)
+        codes: list[torch.Tensor] = []
+
+        def reals():
+            for batch in loader:
+                codes.append(batch["z"])
+                yield to_unit(batch["image"])
+
+        real_feats = compute_features(reals(), extractor)
+        result = {}
+        for role, gens in generators.items():
+            fakes = (to_unit(gens["G"](z.to(device)).float()) for z in codes)
+            result[role] = {"fid": fid_from_features(compute_features(fakes, extractor), real_feats),
+                            "fid_images": count}
+        return {"G": result}
+
+
+FAMILY = SAGANFamily
