@@ -125,7 +125,7 @@ def main() -> int:
             print(f"generator {setting}: teacher {t:.2f} ms, student {s:.2f} ms, speed-up {ratio:.2f}x")
         args.out.write_text(json.dumps(result, indent=2))
         print(f"wrote {args.out}")
-    except GanCompressError as exc:
+    except (GanCompressError, NotImplementedError) as exc:
         print(f"benchmark: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -230,14 +230,13 @@ class CycleGANFamily(Family):
         metric and the result is empty. The role 'input' is the FID of the untranslated source
         images against the target domain: what doing nothing scores.
         """
+        from ..metrics.fid import compute_features, extractor_from_eval, fid_from_features
+
         e = self.recipe.eval
-        if not (e.fid_extractor or e.inception_weights):
+        extractor = extractor_from_eval(e, device)
+        if extractor is None:
             log.info("cyclegan: no eval.fid_extractor or eval.inception_weights set, so no FID")
             return {}
-        from ..metrics.fid import InceptionExtractor, TorchScriptExtractor, compute_features, fid_from_features
-
-        extractor = (TorchScriptExtractor(e.fid_extractor, device) if e.fid_extractor
-                     else InceptionExtractor(e.inception_weights, device))
         domains = {d: self._domain(d) for d in ("A", "B")}
 
         def images(domain: str) -> Iterator[torch.Tensor]:

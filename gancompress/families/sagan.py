@@ -176,14 +176,13 @@ class SAGANFamily(Family):
         Returns:
             {"G": {role: {"fid": float, "fid_images": int}}} or {}.
         """
+        from ..metrics.fid import compute_features, extractor_from_eval, fid_from_features
+
         e = self.recipe.eval
-        if not (e.fid_extractor or e.inception_weights):
+        extractor = extractor_from_eval(e, device)
+        if extractor is None:
             log.info("sagan: no eval.fid_extractor or eval.inception_weights set, so no FID")
             return {}
-        from ..metrics.fid import InceptionExtractor, TorchScriptExtractor, compute_features, fid_from_features
-
-        extractor = (TorchScriptExtractor(e.fid_extractor, device) if e.fid_extractor
-                     else InceptionExtractor(e.inception_weights, device))
         data = self.dataset(self.recipe.data.eval_split, train=False)
         count = min(e.max_images or len(data), len(data))
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, range(count)),

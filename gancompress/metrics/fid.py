@@ -275,3 +275,15 @@ def cached_real_features(cache_dir, key: str, images_iter_fn: Callable[[], Itera
         raise
     log.info("cached %d real features in %s", feats.shape[0], path)
     return feats
+
+
+def extractor_from_eval(eval_cfg, device):
+    """The FID feature extractor a recipe's ``eval`` section names, or None when it names none.
+
+    ``eval.fid_extractor`` (a TorchScript model) wins over ``eval.inception_weights``.
+    """
+    if eval_cfg.fid_extractor:
+        return TorchScriptExtractor(eval_cfg.fid_extractor, device)
+    if eval_cfg.inception_weights:
+        return InceptionExtractor(eval_cfg.inception_weights, device)
+    return None
