@@ -107,16 +107,56 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
-class DiscriminatorConfig:
-    """The student's discriminator (METHOD 2)."""
+class DMDConfig:
+    """DMD's dynamic mask (METHOD 5). The appendix leaves these open; the defaults are ours."""
 
-    mode: Literal["selective", "plain", "none"] = "selective"
+    placement: Literal["feature", "input", "head"] = "feature"
+    layer: int = field(default=2, metadata=_range(1))              # d, 1-based among D's mask points
+    mask_ratio: float = field(default=0.3, metadata=_range(0, 1))  # fraction of mask elements zeroed
+    # lambda: mask on while R_t > lambda. An element mask keeping a share k of evenly spread
+    # features gives R_t ~ sqrt(k) (0.84 for the default ratio), so lambda sits there: the mask goes
+    # on when the dropped elements carried less than their share of D's feature energy.
+    threshold: float = field(default=0.84, metadata=_range(-1, 1))
+    samples: int = field(default=8, metadata=_range(1))            # m held samples R_t is measured on
+    interval: int = field(default=100, metadata=_range(1))         # n_s iterations between checks
+    heads: int = field(default=4, metadata=_range(2))              # k logits for placement 'head'
+
+
+@dataclass(frozen=True)
+class GLeaDConfig:
+    """GLeaD's generator-leading reconstruction task for the student's D (METHOD 6)."""
+
+    weight: float = field(default=1.0, metadata=_range(0))  # the appendix gives none; 1 weighs it like D's loss
+    distance: Literal["pixel", "perceptual"] = "pixel"      # perceptual: VGG19 features (eval.vgg19_weights)
+    width: int = field(default=64, metadata=_range(1))      # channels of the decoder's 1x1 convs
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """The student's discriminator (METHOD 2; DMD and GLeaD from METHOD 5-6)."""
+
+    mode: Literal["selective", "plain", "none", "dmd", "selective+dmd", "glead"] = "selective"
     tau: float = field(default=0.5, metadata=_range(0, 1))
     alpha_lr: float = field(default=1e-4, metadata=_range(0, lo_open=True))
     alpha_decay_epochs: int = field(default=100, metadata=_range(1))
     alpha_decay: float = field(default=0.1, metadata=_range(0, 1))
     global_coordination: bool = True
     local_weight: Optional[float] = field(default=None, metadata=_range(0))
+    dmd: DMDConfig = DMDConfig()
+    glead: GLeaDConfig = GLeaDConfig()
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Classifier-guided student loss (METHOD 6): ``phi * sum_c L_fool(C(G_S(x)))``.
+
+    ``paths`` are real-vs-generated classifiers made by tools/train_detector.py; 'fool-all' uses
+    every one, 'memoryless' only the last (the latest round). No paths: the term is off.
+    """
+
+    paths: Tuple[str, ...] = ()
+    mode: Literal["fool-all", "memoryless"] = "fool-all"
+    phi: float = field(default=0.001, metadata=_range(0))
 
 
 @dataclass(frozen=True)
@@ -152,6 +192,7 @@ class Recipe:
     prune: PruneConfig = PruneConfig()
     distill: DistillConfig = DistillConfig()
     discriminator: DiscriminatorConfig = DiscriminatorConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
     export: ExportConfig = ExportConfig()
     eval: EvalConfig = EvalConfig()
     seed: int = 0

@@ -20,7 +20,9 @@ from torch import nn
 
 from . import coordination, losses
 from .config import Recipe
+from .discriminators.dmd import DMDDiscriminator, DMDSchedule, find_dmd
 from .discriminators.selective import SelectiveDiscriminator
+from .errors import RecipeError
 from .distill import Adapters, FeatureTap, distill_terms, tap_channels
 from .families.base import Family
 from .sparsity import add_l1_subgradient, penalised_parameters
@@ -299,6 +301,28 @@ class SparseStage:
         return {}
 
 
+def student_discriminator(family: Family, name: str, recipe: Recipe, device: torch.device) -> nn.Module:
+    """The student's discriminator ``name`` for ``discriminator.mode``.
+
+    'plain' and 'glead' use the family's D as it is (GLeaD's decoder lives with the stage);
+    'selective' wraps it with retention factors; 'dmd' with DMD's dynamic mask; 'selective+dmd'
+    with both (the selective wrapper outside, so its alphas mask D's channels whether or not DMD's
+    mask is on).
+    """
+    c = recipe.discriminator
+    net = prepare_module(family.build_discriminator(name), recipe, device)
+    points = net.mask_points()
+    if c.mode in ("dmd", "selective+dmd"):
+        if c.dmd.layer > len(points):
+            raise RecipeError(f"discriminator.dmd.layer: {c.dmd.layer} is past the {family.name} discriminator's "
+                              f"{len(points)} layers; choose 1..{len(points)}")
+        net = DMDDiscriminator(net, points[c.dmd.layer - 1], c.dmd.placement, c.dmd.mask_ratio, c.dmd.heads,
+                               recipe.seed).to(device)
+    if c.mode in ("selective", "selective+dmd"):
+        net = SelectiveDiscriminator(net, points, c.tau).to(device)
+    return net
+
+
 class DistillStage:
     """Stage 3: GCC's online collaborative distillation against a selective discriminator.
 
@@ -334,14 +358,15 @@ class DistillStage:
         self.d_mode = mode
         self.s_discs = nn.ModuleDict()
         for n in names:
-            if mode == "none":
-                continue
-            net = prepare_module(family.build_discriminator(n), recipe, device)
-            self.s_discs[n] = (SelectiveDiscriminator(net, net.mask_points(), recipe.discriminator.tau).to(device)
-                               if mode == "selective" else net)
+            if mode != "none":
+                self.s_discs[n] = student_discriminator(family, n, recipe, device)
         for d in self.s_discs.values():
             for a in getattr(d, "alphas", []):
                 a.requires_grad_(False)  # only the alpha phase asks for their gradient
+        self.iteration = 0
+        self.dmd = {n: find_dmd(d) for n, d in self.s_discs.items() if find_dmd(d) is not None}
+        c = recipe.discriminator.dmd
+        self.dmd_schedules = {n: DMDSchedule(c.threshold, c.interval, c.samples) for n in self.dmd}
 
         # Distillation points: generator taps with 1x1 adapters, teacher-D taps on both fakes.
         self.adapters = nn.ModuleDict()
@@ -421,6 +446,8 @@ class DistillStage:
             self.precision.backward(d_total)
             self.precision.step(self.opt_sd)
             logs["S_D"] = d_total.detach()
+            for n, dmd in self.dmd.items():
+                self.dmd_schedules[n].after_step(dmd, self.iteration, fam.d_input(n, inputs, s_fakes[n].detach()))
 
         # 3. student G: adversarial (vs D_S) + task + distillation from G_T and D_T features.
         self.opt_sg.zero_grad(set_to_none=True)
@@ -449,6 +476,7 @@ class DistillStage:
         if self.opt_alpha is not None:
             logs.update(self.alpha_step(batch2))
         self.precision.update()
+        self.iteration += 1
         return logs
 
     def alpha_step(self, batch: dict) -> dict:
@@ -497,6 +525,10 @@ class DistillStage:
         for n, d in self.s_discs.items():
             if isinstance(d, SelectiveDiscriminator):
                 out[f"active_{n}"] = d.active_fraction()
+        for n, dmd in self.dmd.items():
+            out[f"dmd_on_{n}"] = torch.tensor(float(dmd.active))
+            if self.dmd_schedules[n].last_r is not None:
+                out[f"dmd_R_{n}"] = self.dmd_schedules[n].last_r
         return out
 
     @torch.no_grad()
@@ -517,7 +549,10 @@ class DistillStage:
                 "s_gens": self.s_gens.state_dict(), "s_discs": self.s_discs.state_dict(),
                 "adapters": self.adapters.state_dict(), "optimizers": opts,
                 "targets": {n: t.state_dict() for n, t in self.targets.items()},
-                "precision": self.precision.state_dict(), "family": self.family.state_dict()}
+                "precision": self.precision.state_dict(), "family": self.family.state_dict(),
+                "iteration": self.iteration,
+                "dmd": {n: {"mask": d.state_dict_extra(), "schedule": self.dmd_schedules[n].state_dict()}
+                        for n, d in self.dmd.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.t_gens.load_state_dict(state["t_gens"])
@@ -532,6 +567,10 @@ class DistillStage:
             t.load_state_dict(state["targets"][n])
         self.precision.load_state_dict(state["precision"])
         self.family.load_state_dict(state["family"])
+        self.iteration = state.get("iteration", 0)  # checkpoints older than DMD have no counter
+        for n, d in self.dmd.items():
+            d.load_state_dict_extra(state["dmd"][n]["mask"])
+            self.dmd_schedules[n].load_state_dict(state["dmd"][n]["schedule"])
 
     def _optimizers(self) -> dict:
         return {"tg": self.opt_tg, "td": self.opt_td, "sg": self.opt_sg, "sd": self.opt_sd, "alpha": self.opt_alpha}
