@@ -1,6 +1,10 @@
 """The ``gancompress`` command line: compress, prune, export, evaluate, macs.
 
 User mistakes end in one line on stderr and exit status 2; an interrupted run says how to resume.
+
+Several processes: ``torchrun --nproc_per_node=N tools/compress.py RECIPE`` (or ``torchrun
+--nproc_per_node=N --no-python gancompress compress RECIPE``) trains data-parallel; rank 0 prints
+the results, and the other ranks log warnings only.
 """
 from __future__ import annotations
 
@@ -62,15 +66,23 @@ def _run_dir(recipe, given: Path | None) -> Path:
 
 
 def cmd_compress(args, until: str = "report") -> int:
+    from . import distributed
     from .config import load_recipe
     from .pipeline import compress, describe
 
+    launch = distributed.launch_env()
+    leader = launch is None or launch.rank == 0  # only rank 0 prints results
+    # Recipe errors come before the process group, alike on every rank.
     recipe = load_recipe(args.recipe, args.overrides)
     if getattr(args, "dry_run", False):
-        print(describe(recipe))
+        if leader:
+            print(describe(recipe))
         return 0
     run_dir = _run_dir(recipe, args.run_dir)
-    result = compress(recipe, run_dir, resume=args.resume, device=args.device, until=until)
+    with distributed.process_group(args.device):
+        result = compress(recipe, run_dir, resume=args.resume, device=args.device, until=until)
+    if not leader:
+        return 0
     if until == "report":
         for name, g in result["generators"].items():
             print(f"{name}: teacher {g['teacher']['macs']:.4g} GMACs -> student {g['student']['macs']:.4g} GMACs "
@@ -116,9 +128,16 @@ def cmd_macs(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (the console script exits with it)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from .distributed import RankStoppedError, launch_env
+
+    launch = None
     try:
+        launch = launch_env()
+        follower = launch is not None and launch.rank != 0
+        # Ranks other than 0 would repeat rank 0's progress lines; they keep warnings only.
+        level = logging.DEBUG if args.verbose else logging.WARNING if follower else logging.INFO
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                            datefmt="%H:%M:%S")
         if args.command == "compress":
             return cmd_compress(args)
         if args.command == "prune":
@@ -134,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"report: {args.run_dir / 'report.md'}")
             return 0
     except GanCompressError as exc:
-        print(f"gancompress: error: {exc}", file=sys.stderr)
+        follower = launch is not None and launch.rank != 0
+        if not (follower and isinstance(exc, RankStoppedError)):  # rank 0 prints the cause itself
+            where = f" (rank {launch.rank})" if follower else ""
+            print(f"gancompress: error{where}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gancompress: interrupted; continue with the same command and --resume", file=sys.stderr)

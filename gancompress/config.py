@@ -68,6 +68,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     cudnn_benchmark: bool = True
+    sync_bn: bool = False  # SyncBatchNorm across torchrun's processes (CUDA only)
 
 
 @dataclass(frozen=True)

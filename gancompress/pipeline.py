@@ -15,6 +15,11 @@ Run folder::
     metrics.jsonl          losses and active-channel fractions every train.log_every iterations
     export/                TorchScript generators (generator.pt, or generator_<name>.pt)
     report.json            teacher vs student MACs, params, budget (and metrics once evaluated)
+
+Under ``torchrun`` (``distributed``) every rank trains; rank 0 alone writes the run folder, prunes
+and reports, while the others wait for it and then read what it wrote (the folder must be on a
+filesystem every rank sees). Whether a stage is done is decided on rank 0's view of the folder,
+so every rank takes the same path. The other ranks stop after stage 3.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import distributed
 from .checkpoint import atomic_save, safe_load
 from .config import Recipe, dump_recipe, parse_budget
 from .errors import GanCompressError, RecipeError
@@ -46,11 +52,20 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(name: str | None) -> torch.device:
+    """The device ``name`` ('cpu', 'cuda', or None/'auto' for CUDA when present); under a
+    process group, CUDA means this rank's own GPU, ``cuda:LOCAL_RANK``."""
     if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise GanCompressError("--device cuda: no CUDA device is available here; use --device cpu")
+    if name == "cuda" and distributed.is_active():
+        return torch.device("cuda", distributed.local_rank())
     return torch.device(name)
+
+
+def stage_done(path: Path) -> bool:
+    """Whether ``path`` (a stage's output) exists, as rank 0 sees it: every rank decides alike."""
+    return distributed.broadcast_object(path.exists())
 
 
 def resolve_budget(recipe: Recipe, name: str, teacher_macs: int) -> int:
@@ -87,11 +102,18 @@ def describe(recipe: Recipe) -> str:
 
 
 def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool) -> None:
-    """Create the run folder and write the resolved recipe; refuse to overwrite a run."""
-    saved = run_dir / "recipe.yaml"
-    if saved.exists() and not resume:
+    """Create the run folder and write the resolved recipe; refuse to overwrite a run.
+
+    Under a process group rank 0 writes; every rank raises the same errors.
+    """
+    if stage_done(run_dir / "recipe.yaml") and not resume:
         raise GanCompressError(f"{run_dir}: already holds a run; pass --resume to continue it, or --run-dir "
                                "to start a new one elsewhere")
+    distributed.on_main(_write_run_dir, recipe, run_dir)
+
+
+def _write_run_dir(recipe: Recipe, run_dir: Path) -> None:
+    saved = run_dir / "recipe.yaml"
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -117,21 +139,21 @@ def run_pretrain(family: Family, recipe: Recipe, run_dir: Path, device: torch.de
     if recipe.train.pretrain_epochs == 0:
         return None
     out = run_dir / "pretrain" / f"{name}.pt"
-    if out.exists():
+    if stage_done(out):
         log.info("stage '%s' already done (%s)", name, out)
         return safe_load(out)
     seed_everything(recipe.seed + 2)
     stage = PretrainStage(family, recipe, device, ngf, name)
     train_stage(stage, family, recipe, run_dir, device, resume=resume)
     state = stage.gens.state_dict()
-    atomic_save(state, out)
+    distributed.on_main(atomic_save, state, out)
     return state
 
 
 def run_sparse(family: Family, recipe: Recipe, run_dir: Path, device: torch.device, resume: bool) -> dict:
     """Stage 1 (after optional pre-training); returns the saved state {gens, discs}."""
     out = run_dir / "sparse" / "model.pt"
-    if out.exists():
+    if stage_done(out):
         log.info("stage 'sparse' already done (%s)", out)
         return safe_load(out)
     init = run_pretrain(family, recipe, run_dir, device, resume, recipe.model.ngf_student, "pretrain_S")
@@ -139,36 +161,52 @@ def run_sparse(family: Family, recipe: Recipe, run_dir: Path, device: torch.devi
     stage = SparseStage(family, recipe, device, init)
     train_stage(stage, family, recipe, run_dir, device, resume=resume)
     state = {"gens": stage.gens.state_dict(), "discs": stage.discs.state_dict()}
-    atomic_save(state, out)
+    distributed.on_main(atomic_save, state, out)
     return state
 
 
 def run_prune(family: Family, recipe: Recipe, run_dir: Path, sparse_state: dict) -> dict[str, dict]:
-    """Stage 2; returns {name: {"arch", "state_dict", "macs", "budget", ...}}."""
+    """Stage 2; returns {name: {"arch", "state_dict", "macs", "budget", ...}}.
+
+    Pruning runs once, on rank 0; the other ranks read its result from ``pruned/pruned.pt``.
+    """
     out = run_dir / "pruned" / "pruned.pt"
-    if out.exists():
+    if stage_done(out):
         log.info("stage 'prune' already done (%s)", out)
         return safe_load(out)
+    result = distributed.on_main(_prune, family, recipe, sparse_state, out)
+    return result if distributed.rank() == 0 else safe_load(out)
+
+
+def _prune(family: Family, recipe: Recipe, sparse_state: dict, out: Path) -> dict[str, dict]:
     ngf = recipe.model.ngf_student
     sparse = nn.ModuleDict({n: family.build_generator(n, ngf) for n in family.generator_names})
     sparse.load_state_dict(sparse_state["gens"])
-    result = {}
-    for name in family.generator_names:
-        g = sparse[name].eval()
-        example = family.example_input(name, 1)
-        full = teacher_macs(family, name)
-        budget = resolve_budget(recipe, name, full.complete)
-        token = family.before_pruning(g)
-        pruned = prune_to_budget(g, example, method=recipe.sparse.method, budget_macs=budget,
-                                 tolerance=recipe.prune.tolerance, round_to=recipe.prune.round_to,
-                                 custom_pruners=family.custom_pruners())
-        family.after_pruning(pruned.model, token)
-        from .prune import architecture_record
-        result[name] = {"arch": architecture_record(pruned.model), "state_dict": pruned.model.state_dict(),
-                        "macs": pruned.macs, "budget": budget, "removed": pruned.removed,
-                        "channels": pruned.total, "widths": layer_widths(pruned.model)}
+    result = {name: prune_generator(family, recipe, name, sparse[name]) for name in family.generator_names}
     atomic_save(result, out)
     return result
+
+
+def prune_generator(family: Family, recipe: Recipe, name: str, sparse: nn.Module) -> dict:
+    """Prune the sparse generator ``name`` (width ``ngf_student``) to its budget.
+
+    Returns its entry of ``pruned/pruned.pt``: {"arch", "state_dict", "macs", "budget", "removed",
+    "channels", "widths"}; :func:`pruned_generator` rebuilds the module from it.
+    """
+    from .prune import architecture_record
+
+    g = sparse.eval()
+    example = family.example_input(name, 1)
+    full = teacher_macs(family, name)
+    budget = resolve_budget(recipe, name, full.complete)
+    token = family.before_pruning(g)
+    pruned = prune_to_budget(g, example, method=recipe.sparse.method, budget_macs=budget,
+                             tolerance=recipe.prune.tolerance, round_to=recipe.prune.round_to,
+                             custom_pruners=family.custom_pruners())
+    family.after_pruning(pruned.model, token)
+    return {"arch": architecture_record(pruned.model), "state_dict": pruned.model.state_dict(),
+            "macs": pruned.macs, "budget": budget, "removed": pruned.removed,
+            "channels": pruned.total, "widths": layer_widths(pruned.model)}
 
 
 def pruned_generator(family: Family, recipe: Recipe, name: str, entry: dict, inherit: bool) -> nn.Module:
@@ -186,7 +224,7 @@ def run_distill(family: Family, recipe: Recipe, run_dir: Path, device: torch.dev
     """Stage 3; writes student/ and teacher/ generator files."""
     names = family.generator_names
     done = [run_dir / "student" / f"generator_{n}.pt" for n in names]
-    if all(p.exists() for p in done):
+    if distributed.broadcast_object(all(p.exists() for p in done)):
         log.info("stage 'distill' already done (%s)", done[0].parent)
         return
     teacher_init = None
@@ -204,10 +242,13 @@ def run_distill(family: Family, recipe: Recipe, run_dir: Path, device: torch.dev
     stage = DistillStage(family, recipe, device, student, teacher, teacher_init)
     train_stage(stage, family, recipe, run_dir, device, resume=resume, needs_second_batch=True)
     t_ngf = recipe.model.ngf_student if teacher is not None else recipe.model.ngf_teacher
-    for n in names:
-        save_generator(run_dir / "teacher" / f"generator_{n}.pt", stage.t_gens[n], recipe, n, t_ngf)
-        save_generator(run_dir / "student" / f"generator_{n}.pt", stage.s_gens[n], recipe, n,
-                       recipe.model.ngf_student)
+
+    def save() -> None:
+        for n in names:
+            save_generator(run_dir / "teacher" / f"generator_{n}.pt", stage.t_gens[n], recipe, n, t_ngf)
+            save_generator(run_dir / "student" / f"generator_{n}.pt", stage.s_gens[n], recipe, n,
+                           recipe.model.ngf_student)
+    distributed.on_main(save)
 
 
 def export_name(family: Family, name: str) -> str:
@@ -279,11 +320,18 @@ def compress(recipe: Recipe, run_dir: Path, *, resume: bool = False, device: str
         resume: continue a run found in ``run_dir``.
         device: 'cpu', 'cuda' or None (CUDA when present).
         until: stop after 'sparse', 'prune', 'distill' or run everything ('report').
+
+    Under a process group (``distributed.process_group``) every rank calls this alike; ranks
+    other than 0 return ``{"stage": "distill", "rank": r}`` after stage 3, while rank 0 exports,
+    reports and evaluates.
     """
     stages = ("sparse", "prune", "distill", "report")
     if until not in stages:
         raise RecipeError(f"until: expected one of {', '.join(stages)}, got {until!r}")
     dev = pick_device(device)
+    if recipe.train.sync_bn and distributed.world_size() > 1 and dev.type != "cuda":
+        raise RecipeError("train.sync_bn: SyncBatchNorm runs on CUDA devices only; set train.sync_bn: false "
+                          "for processes on the CPU")
     if dev.type == "cuda" and recipe.train.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
     family = get_family(recipe.family)(recipe)
@@ -302,6 +350,8 @@ def compress(recipe: Recipe, run_dir: Path, *, resume: bool = False, device: str
     run_distill(family, recipe, run_dir, dev, resume, sparse_state, pruned)
     if until == "distill":
         return {"stage": "distill"}
+    if distributed.rank() != 0:
+        return {"stage": "distill", "rank": distributed.rank()}
     exports = run_export(family, recipe, run_dir)
     write_report(run_dir, build_report(family, recipe, run_dir, pruned, exports))
     from .evaluate import evaluate_run

@@ -18,7 +18,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from . import coordination, losses
+from . import coordination, distributed, losses
 from .config import Recipe
 from .discriminators.dmd import DMDDiscriminator, DMDSchedule, find_dmd
 from .discriminators.selective import SelectiveDiscriminator
@@ -52,7 +52,11 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
 
 
 class Precision:
-    """Autocast and loss scaling.
+    """Autocast, loss scaling, and averaging gradients over data-parallel ranks.
+
+    Under a process group (``distributed``) every optimiser's gradients are averaged over the
+    ranks before it steps (in :meth:`unscale` when that comes first), so all ranks keep the same
+    weights.
 
     Args:
         mode: 'auto' (bf16 on a GPU that supports it, else fp32), 'off', 'bf16' or 'fp16'.
@@ -68,6 +72,7 @@ class Precision:
         self.mode = mode
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
         self.scaler = torch.amp.GradScaler("cuda") if mode == "fp16" else None
+        self._synced: set[int] = set()  # optimisers whose gradients are averaged since their last step
 
     def autocast(self):
         if self.dtype is None:
@@ -77,15 +82,26 @@ class Precision:
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
+    def sync(self, opt: torch.optim.Optimizer) -> None:
+        """Average ``opt``'s gradients over the ranks (once per step; nothing on one process)."""
+        if id(opt) not in self._synced:
+            distributed.sync_grads(p for group in opt.param_groups for p in group["params"])
+            self._synced.add(id(opt))
+
     def unscale(self, opt: torch.optim.Optimizer) -> None:
+        # Average first: the scaler records an overflow per rank when it unscales, and only
+        # averaged gradients make every rank record the same and skip the same steps.
+        self.sync(opt)
         if self.scaler is not None:
             self.scaler.unscale_(opt)
 
     def step(self, opt: torch.optim.Optimizer) -> None:
+        self.sync(opt)
         if self.scaler is not None:
             self.scaler.step(opt)
         else:
             opt.step()
+        self._synced.discard(id(opt))
 
     def update(self) -> None:
         if self.scaler is not None:
@@ -111,6 +127,11 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
 
 
 def prepare_module(module: nn.Module, recipe: Recipe, device: torch.device) -> nn.Module:
+    """``module`` on ``device`` with the recipe's speed options; BatchNorm layers become
+    SyncBatchNorm under ``train.sync_bn`` when several processes train (statistics of the whole
+    batch instead of each rank's share)."""
+    if recipe.train.sync_bn and distributed.world_size() > 1:
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
     module = module.to(device)
     if recipe.train.channels_last:
         module = module.to(memory_format=torch.channels_last)
@@ -366,7 +387,8 @@ class DistillStage:
         self.iteration = 0
         self.dmd = {n: find_dmd(d) for n, d in self.s_discs.items() if find_dmd(d) is not None}
         c = recipe.discriminator.dmd
-        self.dmd_schedules = {n: DMDSchedule(c.threshold, c.interval, c.samples) for n in self.dmd}
+        self.dmd_schedules = {n: DMDSchedule(c.threshold, c.interval, c.samples, distributed.all_reduce_mean)
+                              for n in self.dmd}
 
         # Distillation points: generator taps with 1x1 adapters, teacher-D taps on both fakes.
         self.adapters = nn.ModuleDict()
@@ -488,7 +510,9 @@ class DistillStage:
         with torch.no_grad(), self.precision.autocast():
             t_fakes = {n: self.t_gens[n](inputs[n]) for n in names}
             s_fakes = {n: self.s_gens[n](inputs[n]) for n in names}
-            t_gap = {n: coordination.gap(kind, self.t_discs[n](fam.d_input(n, inputs, t_fakes[n])).float())
+            # L_target follows the whole (all ranks') batch, so every rank steers alpha alike.
+            t_gap = {n: distributed.all_reduce_mean(
+                coordination.gap(kind, self.t_discs[n](fam.d_input(n, inputs, t_fakes[n])).float()))
                      for n in names}
         alphas = [a for d in self.s_discs.values() for a in d.alphas]
         total = 0.0
@@ -513,6 +537,7 @@ class DistillStage:
                     a.requires_grad_(False)
         for a, g in zip(alphas, grads):
             a.grad = g
+        distributed.sync_grads(alphas)  # alphas step outside Precision, so average them here
         self.opt_alpha.step()
         self.opt_alpha.zero_grad(set_to_none=True)
         logs["alpha_loss"] = total.detach()

@@ -4,11 +4,15 @@ It owns epochs, the data streams, logging (every ``train.log_every`` iterations,
 it waits on the device), checkpoints (every ``train.checkpoint_every`` iterations and at the end,
 atomic, with RNG states so a resumed run repeats an uninterrupted one), sample grids and the
 non-finite-loss guard. What an iteration does is the stage's business (``stages.py``).
+
+Under data parallelism (``distributed``) every rank runs this loop on its share of the batches;
+logged losses are means over all ranks, and only rank 0 writes files.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -16,6 +20,7 @@ import torch
 import torchvision
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import atomic_save, latest, rotate, safe_load
 from .config import Recipe
 from .data.loader import BatchSource
@@ -73,13 +78,18 @@ class LossMeter:
         self.count += 1
 
     def flush(self) -> dict:
-        """Means since the last flush (one host sync); raises on the first non-finite loss."""
+        """Means since the last flush, over every rank (one host sync); raises on the first
+        non-finite loss of any rank, on every rank alike."""
         if not self.count:
             return {}
-        means = (self.sums / self.count).tolist()
-        bad = self.first_bad.tolist()
+        means = distributed.all_reduce_mean(self.sums / self.count)
+        # The earliest non-finite iteration of any rank: the minimum, with "none" (-1) as +inf.
+        bad = distributed.all_reduce_min(torch.where(self.first_bad < 0, torch.full_like(self.first_bad, math.inf),
+                                                     self.first_bad))
+        values = torch.cat([means, bad]).tolist()
+        means, bad = values[:len(self.names)], values[len(self.names):]
         for name, b in zip(self.names, bad):
-            if b >= 0:
+            if b != math.inf:
                 raise NonFiniteLossError(
                     f"loss '{name}' became NaN or infinite at iteration {int(b)}; lower the learning rate "
                     "(train.lr_g / train.lr_d) or check the data, then --resume from the last checkpoint")
@@ -104,7 +114,7 @@ def _sample_batch(family: Family, recipe: Recipe, count: int = 4) -> dict:
 
 
 def train_stage(stage, family: Family, recipe: Recipe, run_dir: Path, device: torch.device, *,
-                resume: bool, rank: int = 0, world: int = 1, needs_second_batch: bool = False) -> None:
+                resume: bool, needs_second_batch: bool = False) -> None:
     """Run ``stage`` for ``stage.epochs`` epochs, resuming from its latest checkpoint if asked.
 
     Args:
@@ -114,10 +124,14 @@ def train_stage(stage, family: Family, recipe: Recipe, run_dir: Path, device: to
         run_dir: the run folder; checkpoints go to ``checkpoints/``, grids to ``samples/``.
         device: where to train.
         resume: continue from ``checkpoints/<stage>-*.pt`` if one exists.
-        rank, world: data-parallel position; only rank 0 writes files.
         needs_second_batch: draw a second, independent batch per iteration (stage 3's alpha step).
+
+    Under a process group every rank calls this alike: each reads its share of the batches
+    (its position comes from the group, which the gradient averaging also follows), every rank
+    starts from and checkpoints rank 0's state, and only rank 0 writes files.
     """
     cfg = recipe.train
+    rank, world = distributed.rank(), distributed.world_size()
     writer = rank == 0
     if writer:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +146,8 @@ def train_stage(stage, family: Family, recipe: Recipe, run_dir: Path, device: to
     samples = to_device(_sample_batch(family, recipe), device) if writer and cfg.samples_per_epoch else None
 
     epoch, it, step = 0, 0, 0
-    found = latest(ckpt_dir, stage.name) if resume else None
+    # Rank 0's choice, so every rank loads the same checkpoint even if one is written meanwhile.
+    found = distributed.broadcast_object(latest(ckpt_dir, stage.name) if resume else None)
     if found is not None:
         ckpt = safe_load(found, map_location=device)
         if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("stage") != stage.name:
@@ -142,14 +157,21 @@ def train_stage(stage, family: Family, recipe: Recipe, run_dir: Path, device: to
                        for k, v in ckpt["rng"].items()})
         epoch, it, step = ckpt["epoch"], ckpt["iter"], ckpt["step"]
         log.info("resumed stage '%s' from %s (epoch %d, iteration %d)", stage.name, found.name, epoch, it)
+    # Every rank built its models from the same seed; taking rank 0's state makes sure they start
+    # equal (weights, and the optimiser states of a resumed run).
+    distributed.broadcast_state(stage)
 
-    def save_checkpoint(e: int, i: int, s: int) -> None:
-        if not writer:
-            return
+    def write_checkpoint(e: int, i: int, s: int) -> None:
         path = ckpt_dir / f"{stage.name}-{s:09d}.pt"
         atomic_save({"format": CHECKPOINT_FORMAT, "stage": stage.name, "epoch": e, "iter": i, "step": s,
                      "state": stage.state_dict(), "rng": rng_state()}, path)
         rotate(ckpt_dir, stage.name, cfg.keep_checkpoints)
+
+    def save_checkpoint(e: int, i: int, s: int) -> None:
+        # Ranks drift apart only in what they compute from their own images (BatchNorm
+        # statistics, image pools, EMA targets); adopting rank 0's makes the file every rank's state.
+        distributed.broadcast_state(stage)
+        distributed.on_main(write_checkpoint, e, i, s)
 
     meter = LossMeter()
     metrics_path = run_dir / "metrics.jsonl"

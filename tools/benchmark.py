@@ -2,14 +2,25 @@
 """Measure stage-3 speed and generator latency of a recipe, side by side in one run.
 
     python tools/benchmark.py recipes/pix2pix_cityscapes.yaml --synthetic --batch-sizes 1 16 [--compile]
+    python tools/benchmark.py RECIPE --no-stage3 --student runs/x/student/generator_G.pt
 
-For each batch size it times GCC stage-3 iterations (teacher G/D, student G, selective D and
-alpha step) in plain fp32 eager mode and in the fast path the recipe can switch on (bf16 autocast
-on a GPU, channels_last, cudnn benchmark, fused Adam; optionally torch.compile), then teacher vs
-student generator latency. It prints the ratios and writes everything as JSON (--out).
-With --synthetic no data is read: random batches of the recipe's shapes.
+1. Stage 3: for each batch size, GCC stage-3 iterations (teacher G/D, student G, selective D and
+   alpha step) in plain fp32 eager mode and in the fast path the recipe can switch on (bf16
+   autocast on a GPU, channels_last, cudnn benchmark, fused Adam; optionally torch.compile).
+2. Generator latency: teacher vs student (unpruned, width ``ngf_student``); on CUDA also through
+   ``gancompress.fast_infer`` (one CUDA graph replay, bf16, channels_last; with --compile also
+   torch.compile) next to eager, at batch 1 and 16.
+3. Pruned vs uniform: the pruned student (``--student``, or the sparse model pruned here to the
+   recipe's budget, with untrained weights: its widths then follow random scores) against the
+   same family's generator of uniform width ``ngf`` whose complete MACs are nearest, at batch 1
+   and 16. The target is a pruned student within 10 % of the uniform one's latency at batch 16.
+
+It prints the ratios and writes everything as JSON (--out). With --synthetic no data is read:
+random batches of the recipe's shapes.
 """
 import argparse
+import copy
+import dataclasses
 import json
 import logging
 import sys
@@ -23,10 +34,18 @@ import torch  # noqa: E402
 from gancompress.config import load_recipe  # noqa: E402
 from gancompress.errors import GanCompressError  # noqa: E402
 from gancompress.families import get_family  # noqa: E402
-from gancompress.metrics.latency import latency_table  # noqa: E402
-from gancompress.pipeline import pick_device  # noqa: E402
+from gancompress.fast_infer import FastGenerator  # noqa: E402
+from gancompress.metrics.latency import latency_table, measure_latency  # noqa: E402
+from gancompress.metrics.macs import count_macs  # noqa: E402
+from gancompress.pipeline import pick_device, prune_generator, pruned_generator  # noqa: E402
 from gancompress.stages import DistillStage  # noqa: E402
 from gancompress.train import to_device  # noqa: E402
+
+log = logging.getLogger("benchmark")
+
+COMPARE_BATCHES = (1, 16)
+TARGET_RATIO = 1.10  # the pruned student may be at most 10 % slower than the uniform one at batch 16
+LOOSE_TOLERANCE = 0.2  # of the budget, when pruning untrained weights here
 
 
 def _sync(device):
@@ -80,18 +99,111 @@ def stage3_rate(recipe, device, batch_size, iters, warmup, synthetic, overrides)
     return out
 
 
-def main() -> int:
+def latency_settings(device, use_compile: bool) -> dict:
+    """Label -> FastGenerator options (None: eager fp32, the reference) of the settings timed."""
+    settings = {"eager_fp32": None}
+    if device.type == "cuda":
+        settings["cuda_graph_bf16"] = {"mode": "cuda_graph", "bf16": True, "channels_last": True}
+        if use_compile:
+            settings["compile_bf16"] = {"mode": "compile", "bf16": True, "channels_last": True}
+    return settings
+
+
+def generator_latency(models, example_fn, device, batch_sizes, settings, warmup, iters) -> dict:
+    """Median latency of each shipped generator in each setting and batch size.
+
+    Args:
+        models: name -> generator as shipped (``family.for_export``).
+        example_fn: batch size -> (N, ...) input on ``device``.
+        settings: from :func:`latency_settings`.
+
+    Returns:
+        {name: {"<setting>_b<N>": measure_latency dict}}.
+    """
+    out = {}
+    for name, model in models.items():
+        rows = {}
+        for b in batch_sizes:
+            x = example_fn(b)
+            for label, options in settings.items():
+                # FastGenerator converts its module in place (device, channels_last): give it a copy.
+                timed = model if options is None else FastGenerator(copy.deepcopy(model), x, warmup=warmup,
+                                                                   **options)
+                rows[f"{label}_b{b}"] = measure_latency(timed, x, device=device, warmup=warmup, iters=iters)
+        out[name] = rows
+    return out
+
+
+def nearest_uniform_width(family, name: str, target_macs: int, widest: int) -> tuple[int, int]:
+    """The width ``ngf`` in 1..``widest`` whose generator ``name`` has the complete MACs nearest
+    ``target_macs`` (MACs grow with the width, so a binary search), and those MACs."""
+    example = family.example_input(name, 1)
+    cache: dict[int, int] = {}
+
+    def macs(width: int) -> int:
+        if width not in cache:
+            cache[width] = count_macs(family.build_generator(name, width), example).complete
+        return cache[width]
+
+    lo, hi = 1, widest
+    while lo < hi:  # the smallest width reaching the target
+        mid = (lo + hi) // 2
+        if macs(mid) >= target_macs:
+            hi = mid
+        else:
+            lo = mid + 1
+    best = min({lo, max(1, lo - 1)}, key=lambda w: abs(macs(w) - target_macs))
+    return best, macs(best)
+
+
+def pruned_vs_uniform(recipe, device, student_path, settings, warmup, iters) -> dict:
+    """Latency of the pruned student against the uniform-width generator of nearest MACs."""
+    if student_path is not None:
+        from gancompress.export import load_generator
+        pruned, meta = load_generator(student_path)
+        family, name = meta["family"], meta["name"]
+        source = str(student_path)
+    else:
+        # Untrained scores cannot always land within the recipe's tight tolerance, and the
+        # comparison is at equal MACs anyway: the budget only says roughly how small.
+        loose = dataclasses.replace(recipe.prune, tolerance=max(recipe.prune.tolerance, LOOSE_TOLERANCE))
+        recipe = dataclasses.replace(recipe, prune=loose)
+        family = get_family(recipe.family)(recipe)
+        name = family.generator_names[0]
+        torch.manual_seed(0)
+        sparse = family.build_generator(name, recipe.model.ngf_student)
+        pruned = pruned_generator(family, recipe, name, prune_generator(family, recipe, name, sparse), inherit=True)
+        source = "pruned here from untrained weights"
+    cfg = family.cfg
+    target = count_macs(pruned, family.example_input(name, 1)).complete
+    ngf, macs = nearest_uniform_width(family, name, target, max(cfg.ngf_teacher, cfg.ngf_student))
+    uniform = family.build_generator(name, ngf)
+    models = {"pruned": family.for_export(pruned), "uniform": family.for_export(uniform)}
+    lat = generator_latency(models, lambda b: family.example_input(name, b, device), device, COMPARE_BATCHES,
+                            settings, warmup, iters)
+    ratio = {k: lat["pruned"][k]["median_ms"] / lat["uniform"][k]["median_ms"] for k in lat["pruned"]}
+    return {"generator": name, "student": source, "pruned_gmacs": target / 1e9, "uniform_ngf": ngf,
+            "uniform_gmacs": macs / 1e9, "latency": lat, "ratio": ratio,
+            "within_10pct_at_b16": {k: v <= TARGET_RATIO for k, v in ratio.items() if k.endswith("_b16")}}
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe")
     parser.add_argument("--synthetic", action="store_true", help="random batches of the recipe's shapes")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1], help="stage-3 batch sizes")
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--compile", action="store_true", help="also time the fast path with torch.compile")
+    parser.add_argument("--compile", action="store_true", help="also time the fast paths with torch.compile")
+    parser.add_argument("--no-stage3", action="store_true", help="time the generators only")
+    parser.add_argument("--student", type=Path, default=None,
+                        help="a pruned student generator file (runs/x/student/generator_G.pt) for the "
+                             "pruned-vs-uniform comparison; default: prune the recipe's sparse model here")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmark.json"))
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("gancompress").setLevel(logging.WARNING)
     try:
         recipe = load_recipe(args.recipe)
         device = pick_device(args.device)
@@ -103,28 +215,51 @@ def main() -> int:
             torch.backends.cudnn.benchmark = True
         result = {"recipe": args.recipe, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                   "torch": torch.__version__, "threads": torch.get_num_threads(), "stage3": {}}
-        for bs in args.batch_sizes:
+        for bs in ([] if args.no_stage3 else args.batch_sizes):
             row = {m: stage3_rate(recipe, device, bs, args.iters, args.warmup, args.synthetic, o)
                    for m, o in modes.items()}
             base = row["fp32_eager"]["iters_per_s"]
             row["speedup_vs_fp32_eager"] = {m: r["iters_per_s"] / base for m, r in row.items() if m != "fp32_eager"}
             result["stage3"][f"batch{bs}"] = row
-            print(f"stage 3, batch {bs}: " + ", ".join(
+            log.info("stage 3, batch %d: %s | speed-up %s", bs, ", ".join(
                 f"{m} {r['iters_per_s']:.2f} it/s ({r['images_per_s']:.1f} img/s, data wait {r['data_wait_share']:.0%})"
-                for m, r in row.items() if m != "speedup_vs_fp32_eager")
-                + " | speed-up " + ", ".join(f"{m} {v:.2f}x" for m, v in row["speedup_vs_fp32_eager"].items()))
+                for m, r in row.items() if m != "speedup_vs_fp32_eager"),
+                ", ".join(f"{m} {v:.2f}x" for m, v in row["speedup_vs_fp32_eager"].items()))
+
         family = get_family(recipe.family)(recipe)
-        gens = {"teacher": family.build_generator(family.generator_names[0], recipe.model.ngf_teacher),
-                "student": family.build_generator(family.generator_names[0], recipe.model.ngf_student)}
-        lat = latency_table(gens, lambda b: family.example_input(family.generator_names[0], b, device), device,
-                            warmup=3, iters=max(5, args.iters))
+        name = family.generator_names[0]
+        gens = {"teacher": family.build_generator(name, recipe.model.ngf_teacher),
+                "student": family.build_generator(name, recipe.model.ngf_student)}
+        example = lambda b: family.example_input(name, b, device)  # noqa: E731
+        iters = max(5, args.iters)
+        lat = latency_table(gens, example, device, warmup=3, iters=iters)
         result["generator_latency"] = lat
         for setting, ratio in lat.get("speedup", {}).items():
             t = lat["models"]["teacher"][setting]["median_ms"]
             s = lat["models"]["student"][setting]["median_ms"]
-            print(f"generator {setting}: teacher {t:.2f} ms, student {s:.2f} ms, speed-up {ratio:.2f}x")
+            log.info("generator %s: teacher %.2f ms, student %.2f ms, speed-up %.2fx", setting, t, s, ratio)
+
+        settings = latency_settings(device, args.compile)
+        if len(settings) > 1:  # the fast paths exist on CUDA only; on the CPU they are eager
+            shipped = {k: family.for_export(g) for k, g in gens.items()}
+            fast = generator_latency(shipped, example, device, COMPARE_BATCHES, settings, 3, iters)
+            result["generator_fast_path"] = fast
+            for key in fast["student"]:
+                log.info("generator %s: teacher %.2f ms, student %.2f ms", key,
+                         fast["teacher"][key]["median_ms"], fast["student"][key]["median_ms"])
+
+        cmp = pruned_vs_uniform(recipe, device, args.student, settings, 3, iters)
+        result["pruned_vs_uniform"] = cmp
+        log.info("pruned student %s (%.4g GMACs, %s) vs uniform ngf %d (%.4g GMACs):", cmp["generator"],
+                 cmp["pruned_gmacs"], cmp["student"], cmp["uniform_ngf"], cmp["uniform_gmacs"])
+        for key, ratio in cmp["ratio"].items():
+            line = (f"  {key}: pruned {cmp['latency']['pruned'][key]['median_ms']:.2f} ms, uniform "
+                    f"{cmp['latency']['uniform'][key]['median_ms']:.2f} ms, ratio {ratio:.2f}")
+            if key in cmp["within_10pct_at_b16"]:
+                line += " (within 10 %)" if cmp["within_10pct_at_b16"][key] else " (NOT within 10 %)"
+            log.info("%s", line)
         args.out.write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.out}")
+        log.info("wrote %s", args.out)
     except (GanCompressError, NotImplementedError) as exc:
         print(f"benchmark: error: {exc}", file=sys.stderr)
         return 2
