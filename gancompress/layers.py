@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 WEIGHTED_TYPES = CONV_TYPES + (nn.Linear,)
@@ -49,3 +50,12 @@ def affine_norms(model: nn.Module) -> list[nn.Module]:
     """Normalisation layers that carry a learned per-channel scale."""
     return [m for m in model.modules()
             if isinstance(m, NORM_TYPES) and getattr(m, "weight", None) is not None]
+
+
+def frozen_call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` with detached parameters and copied buffers: the gradient reaches ``x`` but
+    never the module, whatever its ``requires_grad``, and its running statistics stay as they are
+    (GLeaD's generator tail, the frozen classifiers of the classifier-guided loss)."""
+    state = {k: v.detach() for k, v in module.named_parameters()}
+    state.update({k: v.detach().clone() for k, v in module.named_buffers()})
+    return functional_call(module, state, (x,))

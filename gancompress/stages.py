@@ -20,10 +20,12 @@ from torch import nn
 
 from . import coordination, distributed, losses
 from .config import Recipe
+from .detector import classifier_guidance, load_classifier
 from .discriminators.dmd import DMDDiscriminator, DMDSchedule, find_dmd
+from .discriminators.glead import generator_tail, make_glead_head, reconstruction_loss
 from .discriminators.selective import SelectiveDiscriminator
-from .errors import RecipeError
 from .distill import Adapters, FeatureTap, distill_terms, tap_channels
+from .errors import RecipeError
 from .families.base import Family
 from .sparsity import add_l1_subgradient, penalised_parameters
 
@@ -162,18 +164,25 @@ class GANUpdate:
         self.sparsity = sparsity
 
     def d_loss(self, discs: nn.ModuleDict, inputs: dict, fakes: dict, batch: dict,
-               role: str = "T") -> tuple[torch.Tensor, dict]:
+               role: str = "T", extra=None) -> tuple[torch.Tensor, dict]:
         """Discriminator loss on real images and (detached, pooled) fakes, and its parts by name.
 
         ``role`` ('T' teacher or sparse model, 'S' student) keeps the families' image pools apart.
+        ``extra(name, image)``, if given, is called right after each forward of D ``name`` on
+        ``image`` (real, then fake, without condition channels) and its value is added to the
+        loss: GLeaD's reconstruction term reads the features that forward recorded.
         """
         total, parts = 0.0, {}
         for n in self.family.generator_names:
-            real = discs[n](self.family.d_input(n, inputs, self.family.real(n, batch)))
+            real_img = self.family.real(n, batch)
+            real = discs[n](self.family.d_input(n, inputs, real_img))
+            aux = extra(n, real_img) if extra is not None else 0.0
             fake_img = self.family.fake_for_d(f"{role}:{n}", fakes[n].detach())
             fake = discs[n](self.family.d_input(n, inputs, fake_img))
+            if extra is not None:
+                aux = aux + extra(n, fake_img)
             parts[n] = (losses.d_real(self.kind, real), losses.d_fake(self.kind, fake))
-            total = total + self.family.d_loss_weight * (parts[n][0] + parts[n][1])
+            total = total + self.family.d_loss_weight * (parts[n][0] + parts[n][1]) + aux
         return total, parts
 
     def g_adv(self, discs: nn.ModuleDict, inputs: dict, fakes: dict) -> torch.Tensor:
@@ -344,6 +353,78 @@ def student_discriminator(family: Family, name: str, recipe: Recipe, device: tor
     return net
 
 
+def load_classifiers(recipe: Recipe, names: tuple[str, ...], device: torch.device) -> dict[str, list[nn.Module]]:
+    """The frozen classifiers of ``classifier.paths`` by the generator they judge, oldest first.
+
+    A classifier file records the generator it was trained on (tools/train_detector.py); one
+    that records none judges every generator.
+    """
+    out: dict[str, list[nn.Module]] = {}
+    for path in recipe.classifier.paths:
+        model, meta = load_classifier(path, device)
+        judged = meta.get("generator")
+        if judged is not None and judged not in names:
+            raise RecipeError(f"classifier.paths: {path} judges generator {judged!r}, which this family does not "
+                              f"have ({', '.join(names)}); train one with tools/train_detector.py on this run")
+        for n in ([judged] if judged is not None else names):
+            out.setdefault(n, []).append(model)
+    return out
+
+
+class GLeaDTask:
+    """GLeaD's reconstruction task for the student discriminators (``discriminator.mode: glead``).
+
+    Each student D gets a decoder over the features of its mask points; D's loss gains
+    ``weight * dist(tail(decoder(D features)), image)`` on real and fake inputs, the tail being
+    the student generator's own (applied with detached weights: G's loss is unchanged).
+
+    Args:
+        family, recipe, device: as usual.
+        gens: the student generators by name (their tails reconstruct).
+        discs: the student discriminators by name.
+    """
+
+    def __init__(self, family: Family, recipe: Recipe, device: torch.device, gens: nn.ModuleDict,
+                 discs: nn.ModuleDict):
+        c = recipe.discriminator.glead
+        self.weight, self.distance = c.weight, c.distance
+        self.gens = gens
+        self.vgg = None
+        if c.distance == "perceptual":
+            from .vgg import VGGFeatures
+            # Low-level VGG19 features: a reconstruction is judged on edges and textures.
+            self.vgg = VGGFeatures(recipe.eval.vgg19_weights, "relu2_2").to(device)
+        names = family.generator_names
+        inputs = {n: family.example_input(n, 1, device) for n in names}
+        self.decoders = nn.ModuleDict()
+        self.taps = {}
+        for n in names:
+            generator_tail(gens[n], family.name)
+            points = discs[n].mask_points()
+            was = gens[n].training
+            gens[n].eval()
+            with torch.no_grad():
+                d_example = family.d_input(n, inputs, gens[n](inputs[n]))
+            gens[n].train(was)
+            channels = tap_channels(discs[n], points, d_example)
+            self.decoders[n] = make_glead_head(gens[n], channels, inputs[n], c.width, family.name).to(device)
+            self.taps[n] = FeatureTap(points)
+        self._total = []
+
+    def term(self, name: str, image: torch.Tensor) -> torch.Tensor:
+        """The weighted reconstruction of ``image`` from the features D ``name`` just computed."""
+        loss = reconstruction_loss(self.decoders[name], generator_tail(self.gens[name]), self.taps[name].outputs,
+                                   image, self.distance, self.vgg)
+        self._total.append(loss.detach())
+        return self.weight * loss
+
+    def pop_total(self) -> torch.Tensor:
+        """The unweighted reconstruction losses since the last call, summed (for the log)."""
+        total = torch.stack(self._total).sum()
+        self._total = []
+        return total
+
+
 class DistillStage:
     """Stage 3: GCC's online collaborative distillation against a selective discriminator.
 
@@ -409,12 +490,17 @@ class DistillStage:
                                  f"only {len(d_points)} layers") from None
             self.dt_taps[n] = FeatureTap(chosen)
 
+        self.glead = GLeaDTask(family, recipe, device, self.s_gens, self.s_discs) if mode == "glead" else None
+        self.classifiers = load_classifiers(recipe, names, device)
+
         t = recipe.train
         self.opt_tg = make_adam(self.t_gens.parameters(), t.lr_g, recipe, device)
         self.opt_td = make_adam(self.t_discs.parameters(), t.lr_d, recipe, device)
         self.opt_sg = make_adam(list(self.s_gens.parameters()) + list(self.adapters.parameters()), t.lr_g, recipe, device)
         d_weights = [p for d in self.s_discs.values()
                      for p in (d.weight_parameters() if isinstance(d, SelectiveDiscriminator) else d.parameters())]
+        if self.glead is not None:
+            d_weights += list(self.glead.decoders.parameters())
         self.opt_sd = make_adam(d_weights, t.lr_d, recipe, device) if d_weights else None
         alphas = [a for d in self.s_discs.values() for a in getattr(d, "alphas", [])]
         self.opt_alpha = (torch.optim.Adam(alphas, lr=recipe.discriminator.alpha_lr, betas=(t.beta1, t.beta2))
@@ -463,11 +549,14 @@ class DistillStage:
             s_fakes = {n: self.s_gens[n](inputs[n]) for n in names}
         if self.opt_sd is not None:
             self.opt_sd.zero_grad(set_to_none=True)
+            extra = self.glead.term if self.glead is not None else None
             with self.precision.autocast():
-                d_total, _ = self.teacher_update.d_loss(self.s_discs, inputs, s_fakes, batch, role="S")
+                d_total, _ = self.teacher_update.d_loss(self.s_discs, inputs, s_fakes, batch, role="S", extra=extra)
             self.precision.backward(d_total)
             self.precision.step(self.opt_sd)
             logs["S_D"] = d_total.detach()
+            if self.glead is not None:
+                logs["S_glead"] = self.glead.pop_total()
             for n, dmd in self.dmd.items():
                 self.dmd_schedules[n].after_step(dmd, self.iteration, fam.d_input(n, inputs, s_fakes[n].detach()))
 
@@ -489,6 +578,12 @@ class DistillStage:
                 content = content + c + dc
                 texture = texture + t + dt
             g_total = adv + task + self.recipe.distill.gamma_m * content + self.recipe.distill.gamma_t * texture
+            if self.classifiers:
+                c = self.recipe.classifier
+                guide = sum(classifier_guidance(self.classifiers[n], s_fakes[n].float(), c.mode)
+                            for n in self.classifiers)
+                g_total = g_total + c.phi * guide
+                logs["S_classifier"] = guide.detach()
         self.precision.backward(g_total)
         self.precision.step(self.opt_sg)
         logs.update({"S_G_adv": adv.detach(), "S_G_task": task.detach(),
@@ -572,6 +667,7 @@ class DistillStage:
         opts = {k: o.state_dict() for k, o in self._optimizers().items() if o is not None}
         return {"t_gens": self.t_gens.state_dict(), "t_discs": self.t_discs.state_dict(),
                 "s_gens": self.s_gens.state_dict(), "s_discs": self.s_discs.state_dict(),
+                "glead": self.glead.decoders.state_dict() if self.glead is not None else {},
                 "adapters": self.adapters.state_dict(), "optimizers": opts,
                 "targets": {n: t.state_dict() for n, t in self.targets.items()},
                 "precision": self.precision.state_dict(), "family": self.family.state_dict(),
@@ -584,6 +680,8 @@ class DistillStage:
         self.t_discs.load_state_dict(state["t_discs"])
         self.s_gens.load_state_dict(state["s_gens"])
         self.s_discs.load_state_dict(state["s_discs"])
+        if self.glead is not None:
+            self.glead.decoders.load_state_dict(state["glead"])
         self.adapters.load_state_dict(state["adapters"])
         for k, o in self._optimizers().items():
             if o is not None:

@@ -38,7 +38,7 @@ def test_dmd_layer_past_the_discriminator_is_a_recipe_error(tiny_raw):
 
 @pytest.mark.parametrize("mode, wrappers", [
     ("plain", ()), ("none", None), ("selective", (SelectiveDiscriminator,)), ("dmd", (DMDDiscriminator,)),
-    ("selective+dmd", (SelectiveDiscriminator, DMDDiscriminator)),
+    ("selective+dmd", (SelectiveDiscriminator, DMDDiscriminator)), ("glead", ()),
 ])
 def test_each_mode_builds_its_discriminator_and_trains(tiny_raw, mode, wrappers):
     stage, batches = _stage(tiny_raw, f"discriminator.mode={mode}", "discriminator.dmd.interval=2",
@@ -63,6 +63,7 @@ def test_each_mode_builds_its_discriminator_and_trains(tiny_raw, mode, wrappers)
     else:
         assert not any(k.startswith("dmd") for k in extras)
     assert ("active_G" in extras) == mode.startswith("selective")
+    assert ("S_glead" in logs) == (mode == "glead")
 
 
 def test_dmd_state_survives_a_checkpoint(tiny_raw):
@@ -76,3 +77,47 @@ def test_dmd_state_survives_a_checkpoint(tiny_raw):
     other.load_state_dict(state)
     assert other.iteration == 1 and other.dmd["G"].active
     assert torch.equal(other.dmd["G"].mask, dmd.mask)
+
+
+def test_glead_trains_its_decoder_and_leaves_the_generator_loss_alone(tiny_raw):
+    stage, batches = _stage(tiny_raw, "discriminator.mode=glead", "train.lr_d=1e-3")
+    decoder = stage.glead.decoders["G"]
+    assert decoder.out_shape[1:] == (16, 16)  # the U-Net tail's input: half the 32x32 image
+    before = [p.detach().clone() for p in decoder.parameters()]
+    recon = [stage.step(batches[i % 4], batches[(i + 1) % 4])["S_glead"].item() for i in range(3)]
+    assert all(0 < r < 10 for r in recon)  # L1 of images in [-1, 1], real and fake summed
+    assert all(not torch.equal(b, p) for b, p in zip(before, decoder.parameters()))
+
+    # The GLeaD term gives the student generator no gradient (its tail runs with detached weights).
+    stage.s_gens.zero_grad(set_to_none=True)
+    batch = batches[0]
+    inputs = stage.family.generator_inputs(batch)
+    fake = stage.s_gens["G"](inputs["G"]).detach()
+    stage.s_discs["G"](stage.family.d_input("G", inputs, fake))
+    stage.glead.term("G", fake).backward()
+    assert all(p.grad is None for p in stage.s_gens.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in decoder.parameters())
+
+
+def _classifier_file(path, generator):
+    from gancompress.detector import RealFakeClassifier, save_classifier
+
+    torch.manual_seed(0)
+    return str(save_classifier(path, RealFakeClassifier(3, width=4), {"generator": generator}))
+
+
+def test_classifier_term_joins_the_student_loss(tiny_raw, tmp_path):
+    path = _classifier_file(tmp_path / "c.pt", "G")
+    stage, batches = _stage(tiny_raw, f"classifier.paths=[{path}]", "classifier.phi=0.5")
+    assert len(stage.classifiers["G"]) == 1
+    classifier = stage.classifiers["G"][0]
+    weights = [p.detach().clone() for p in classifier.parameters()]
+    logs = stage.step(batches[0], batches[1])
+    assert torch.isfinite(logs["S_classifier"]) and logs["S_classifier"] > 0
+    assert all(torch.equal(w, p) for w, p in zip(weights, classifier.parameters()))  # frozen
+
+
+def test_classifier_for_another_generator_is_refused(tiny_raw, tmp_path):
+    path = _classifier_file(tmp_path / "c.pt", "AtoB")
+    with pytest.raises(RecipeError, match="judges generator 'AtoB'"):
+        _stage(tiny_raw, f"classifier.paths=[{path}]")

@@ -150,6 +150,19 @@ class ResnetGenerator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    @property
+    def tail(self) -> nn.Sequential:
+        """The output layers (ReflectionPad2d(3), 7x7 conv, Tanh), the last three that forward runs.
+
+        They map the last up block's output (N, C, H, W) to the image (N, output_nc, H, W); C is
+        ngf, fewer once pruned. GLeaD reconstructs through them
+        (``gancompress.discriminators.glead``). The result is a new Sequential over the last three
+        modules of ``self.model``, which stay there so that state dicts keep the pix2pix code's
+        keys (``model.26.weight``); forward runs them inside ``self.model``, never through the
+        returned Sequential, so hooks belong on its layers.
+        """
+        return self.model[-3:]
+
     def residual_blocks(self) -> list[ResnetBlock]:
         """The residual blocks in forward order."""
         return [m for m in self.model if isinstance(m, ResnetBlock)]

@@ -122,6 +122,15 @@ class SAGANGenerator(nn.Module):
         h = self.attn2(self.l4(self.attn1(h)))
         return self.last(h)
 
+    @property
+    def tail(self) -> nn.Sequential:
+        """``last`` (transposed conv to RGB + Tanh), the last module forward runs.
+
+        It maps attn2's output (N, C, 32, 32) to the image (N, 3, 64, 64); C is ngf, fewer once
+        pruned. GLeaD reconstructs through it (``gancompress.discriminators.glead``).
+        """
+        return self.last
+
     def output_conv(self) -> nn.ConvTranspose2d:
         """The image output layer, which pruning must leave alone."""
         return self.last[0]

@@ -86,6 +86,10 @@ class SRResNet(nn.Module):
         n_blocks: number of residual blocks (16 in SRResNet).
 
     Shapes: (N, 3, H, W) -> (N, 3, scale*H, scale*W) in [-1, 1].
+
+    ``tail`` (the 9x9 conv + Tanh after upsampling) maps the upsampled features (N, C, scale*H,
+    scale*W), C = ngf or fewer once pruned, to the image; GLeaD reconstructs through it
+    (``gancompress.discriminators.glead``), as through the other generators' ``tail``.
     """
 
     def __init__(self, scale: int = 4, ngf: int = 64, n_blocks: int = 16):

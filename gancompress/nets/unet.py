@@ -84,6 +84,17 @@ class UnetGenerator(nn.Module):
             h = self.ups[j](torch.cat([skips[-1 - j], h], 1))
         return h
 
+    @property
+    def tail(self) -> nn.Sequential:
+        """The outermost up block (ReLU, ConvTranspose2d, Tanh), the last module forward runs.
+
+        It maps concat(outermost down's output, up path) (N, C, H/2, W/2) to the image
+        (N, output_nc, H, W); C is 2*ngf, fewer once pruned. GLeaD reconstructs through it
+        (``gancompress.discriminators.glead``). A property, not a submodule: the block stays
+        registered as ``ups.<n-1>`` only, so state dicts are unchanged.
+        """
+        return self.ups[-1]
+
     def convs(self) -> list[nn.Module]:
         """The 2*num_downs convolutions in forward order (8 down then 8 up for unet_256)."""
         return [next(m for m in block if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
