@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from . import losses
+from .layers import probe_forward
 
 
 class FeatureTap:
@@ -41,11 +42,7 @@ def tap_channels(model: nn.Module, points: list[nn.Module], example: torch.Tenso
     """Channels of each tapped output for one forward pass of ``example``."""
     tap = FeatureTap(points)
     try:
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            model(example)
-        model.train(was_training)
+        probe_forward(model, example)
     finally:
         tap.remove()
     return [o.shape[1] for o in tap.outputs]

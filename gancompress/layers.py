@@ -22,6 +22,17 @@ def execution_order(model: nn.Module, example: torch.Tensor, types: tuple = WEIG
             order.append(module)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, types)]
+    try:
+        probe_forward(model, example)
+    finally:
+        for h in handles:
+            h.remove()
+    return order
+
+
+def probe_forward(model: nn.Module, example: torch.Tensor) -> None:
+    """One forward of ``example`` in eval mode without gradients, for hooks that measure shapes or
+    order; the training mode is restored afterwards, whatever happens."""
     was_training = model.training
     try:
         model.eval()
@@ -29,9 +40,6 @@ def execution_order(model: nn.Module, example: torch.Tensor, types: tuple = WEIG
             model(example)
     finally:
         model.train(was_training)
-        for h in handles:
-            h.remove()
-    return order
 
 
 def io_layers(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, nn.Module]:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import RecipeError
-from ..layers import frozen_call
+from ..layers import frozen_call, probe_forward
 
 DISTANCES = ("pixel", "perceptual")
 
@@ -68,13 +68,9 @@ def tail_input_shape(generator: nn.Module, example: torch.Tensor) -> tuple[int, 
     seen: list[torch.Size] = []
     # The tail runs last, so when its first layer runs more than once the last call is the tail's.
     handle = entry.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0].shape))
-    was_training = generator.training
     try:
-        generator.eval()
-        with torch.no_grad():
-            generator(example)
+        probe_forward(generator, example)
     finally:
-        generator.train(was_training)
         handle.remove()
     if not seen:
         raise RuntimeError(f"{type(generator).__name__}.forward never ran the first layer of its tail "
