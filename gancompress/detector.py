@@ -251,7 +251,10 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise CheckpointError(f"{path}: not a gancompress classifier file (expected one written by "
                               "tools/train_detector.py)")
     try:
-        model = RealFakeClassifier(**ckpt["config"])
+        # The constructor's random init is overwritten at once; drawing it from a forked RNG keeps
+        # loading a classifier from shifting the caller's random stream (stage 3's dropout masks).
+        with torch.random.fork_rng(devices=[]):
+            model = RealFakeClassifier(**ckpt["config"])
         model.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: classifier weights do not fit its recorded configuration "

@@ -166,3 +166,12 @@ def test_tool_user_errors_are_one_line_and_exit_2(run_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("train_detector: error: ")
     assert str(run_dir / "student" / "generator_G.pt") in err[0]
+
+
+def test_loading_a_classifier_leaves_the_global_rng_alone(tmp_path):
+    path = save_classifier(tmp_path / "c.pt", RealFakeClassifier(3, width=4), {})
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    load_classifier(path)
+    assert torch.equal(torch.rand(3), expected)
