@@ -40,7 +40,7 @@ from .families import get_family
 from .families.base import Family
 from .metrics.macs import count_macs
 from .prune import layer_widths, prune_to_budget, rebuild
-from .stages import DistillStage, PretrainStage, SparseStage
+from .stages import DistillStage, PretrainStage, SparseStage, check_stage3_settings
 from .train import train_stage
 
 log = logging.getLogger(__name__)
@@ -339,6 +339,7 @@ def compress(recipe: Recipe, run_dir: Path, *, resume: bool = False, device: str
         raise RecipeError(f"distill.teacher: '{recipe.distill.teacher}' continues the stage-1 model, so "
                           "model.ngf_teacher must equal model.ngf_student; use distill.teacher: scratch")
     family.check_data()
+    check_stage3_settings(family, recipe)
     prepare_run_dir(recipe, run_dir, resume)
     sparse_state = run_sparse(family, recipe, run_dir, dev, resume)
     if until == "sparse":

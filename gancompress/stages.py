@@ -353,6 +353,25 @@ def student_discriminator(family: Family, name: str, recipe: Recipe, device: tor
     return net
 
 
+def check_stage3_settings(family: Family, recipe: Recipe) -> None:
+    """Raise the user errors stage 3 would meet, before stage 1 spends hours training.
+
+    Builds each student discriminator as the recipe's mode asks (DMD's layer and placement),
+    checks GLeaD's tail and VGG weights, and loads the classifiers, all on the CPU.
+    """
+    cpu = torch.device("cpu")
+    mode = recipe.discriminator.mode
+    for n in family.generator_names:
+        if mode != "none":
+            student_discriminator(family, n, recipe, cpu)
+        if mode == "glead":
+            generator_tail(family.build_generator(n, recipe.model.ngf_student), family.name)
+    if mode == "glead" and recipe.discriminator.glead.distance == "perceptual":
+        from .vgg import VGGFeatures
+        VGGFeatures(recipe.eval.vgg19_weights, "relu2_2")
+    load_classifiers(recipe, family.generator_names, cpu)
+
+
 def load_classifiers(recipe: Recipe, names: tuple[str, ...], device: torch.device) -> dict[str, list[nn.Module]]:
     """The frozen classifiers of ``classifier.paths`` by the generator they judge, oldest first.
 

@@ -5,7 +5,7 @@ import torch
 from gancompress.config import recipe_from_dict
 from gancompress.discriminators.dmd import DMDDiscriminator
 from gancompress.discriminators.selective import SelectiveDiscriminator
-from gancompress.errors import RecipeError
+from gancompress.errors import MissingFileError, RecipeError
 from gancompress.families import get_family
 from gancompress.stages import DistillStage
 
@@ -121,3 +121,36 @@ def test_classifier_for_another_generator_is_refused(tiny_raw, tmp_path):
     path = _classifier_file(tmp_path / "c.pt", "AtoB")
     with pytest.raises(RecipeError, match="judges generator 'AtoB'"):
         _stage(tiny_raw, f"classifier.paths=[{path}]")
+
+
+@pytest.mark.parametrize("overrides, error, message", [
+    (["discriminator.mode=dmd", "discriminator.dmd.layer=9"], RecipeError, "discriminator.dmd.layer: 9 is past"),
+    (["discriminator.mode=glead", "discriminator.glead.distance=perceptual"], MissingFileError,
+     "eval.vgg19_weights is not set"),
+    (["classifier.paths=[nowhere/c.pt]"], MissingFileError, "nowhere/c.pt: classifier file not found"),
+])
+def test_stage3_mistakes_stop_before_stage1_trains(tiny_raw, tmp_path, overrides, error, message):
+    from gancompress.pipeline import compress
+
+    recipe = recipe_from_dict(tiny_raw, "tiny.yaml", overrides)
+    with pytest.raises(error, match=message):
+        compress(recipe, tmp_path / "run", device="cpu")
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+def test_cli_reports_a_stage3_mistake_in_one_line(tiny_raw, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_raw))
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "tools" / "compress.py"), str(recipe), "--run-dir",
+                           str(tmp_path / "run"), "--set", "discriminator.mode=dmd", "--set",
+                           "discriminator.dmd.layer=9"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "gancompress: error: discriminator.dmd.layer: 9 is past the pix2pix discriminator's 4 layers; choose 1..4"]

@@ -38,3 +38,25 @@ def test_stage3_runs_one_iteration_on_the_synthetic_batch(name):
     assert {"S_G_task", "S_content", "S_texture", "alpha_loss"} <= set(logs)
     assert all(torch.isfinite(v).all() for v in logs.values())
     assert any(not torch.equal(b, p) for b, p in zip(before, stage.s_gens.parameters()))
+
+
+@pytest.mark.parametrize("mode", ["dmd-feature", "dmd-input", "dmd-head", "selective+dmd", "glead"])
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_discriminator_mode_runs_on_every_family(name, mode):
+    over = [f"discriminator.mode={mode.split('-')[0]}", "discriminator.dmd.interval=1",
+            "discriminator.dmd.samples=2", "discriminator.dmd.threshold=-1"]  # check at once, mask on
+    if mode.startswith("dmd-"):
+        over.append(f"discriminator.dmd.placement={mode.split('-')[1]}")
+    recipe = load_recipe(ROOT / "recipes" / "demo" / f"{name}.yaml", over)
+    family = get_family(name)(recipe)
+    torch.manual_seed(0)
+    student = {n: family.build_generator(n, recipe.model.ngf_student) for n in family.generator_names}
+    stage = DistillStage(family, recipe, CPU, student)
+    stage.set_epoch(0)
+    for _ in range(2):
+        logs = stage.step(family.synthetic_batch(2, CPU), family.synthetic_batch(2, CPU))
+    assert all(torch.isfinite(v).all() for v in logs.values())
+    if "dmd" in mode:
+        assert all(d.active for d in stage.dmd.values()) and len(stage.dmd) == len(family.generator_names)
+    else:
+        assert logs["S_glead"] > 0
