@@ -666,8 +666,8 @@ class DistillStage:
                 out[f"active_{n}"] = d.active_fraction()
         for n, dmd in self.dmd.items():
             out[f"dmd_on_{n}"] = torch.tensor(float(dmd.active))
-            if self.dmd_schedules[n].last_r is not None:
-                out[f"dmd_R_{n}"] = self.dmd_schedules[n].last_r
+            if dmd.last_r is not None:
+                out[f"dmd_R_{n}"] = dmd.last_r
         return out
 
     @torch.no_grad()
@@ -690,9 +690,7 @@ class DistillStage:
                 "adapters": self.adapters.state_dict(), "optimizers": opts,
                 "targets": {n: t.state_dict() for n, t in self.targets.items()},
                 "precision": self.precision.state_dict(), "family": self.family.state_dict(),
-                "iteration": self.iteration,
-                "dmd": {n: {"mask": d.state_dict_extra(), "schedule": self.dmd_schedules[n].state_dict()}
-                        for n, d in self.dmd.items()}}
+                "iteration": self.iteration}
 
     def load_state_dict(self, state: dict) -> None:
         self.t_gens.load_state_dict(state["t_gens"])
@@ -710,9 +708,6 @@ class DistillStage:
         self.precision.load_state_dict(state["precision"])
         self.family.load_state_dict(state["family"])
         self.iteration = state.get("iteration", 0)  # checkpoints older than DMD have no counter
-        for n, d in self.dmd.items():
-            d.load_state_dict_extra(state["dmd"][n]["mask"])
-            self.dmd_schedules[n].load_state_dict(state["dmd"][n]["schedule"])
 
     def _optimizers(self) -> dict:
         return {"tg": self.opt_tg, "td": self.opt_td, "sg": self.opt_sg, "sd": self.opt_sd, "alpha": self.opt_alpha}

@@ -152,13 +152,13 @@ def test_state_round_trip_repeats_the_next_mask():
     x = _x()
     dmd.new_mask(x)
     dmd.active = True
-    state = copy.deepcopy(dmd.state_dict_extra())
+    state = copy.deepcopy(dmd.get_extra_state())
     dmd.new_mask(x)
     expected = dmd.mask.clone()
 
     other_net = _net()
     other = DMDDiscriminator(other_net, other_net.mask_points()[1], "feature", seed=123)
-    other.load_state_dict_extra(state)
+    other.set_extra_state(state)
     assert other.active
     other.new_mask(x)
     assert torch.equal(other.mask, expected)

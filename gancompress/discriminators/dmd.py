@@ -142,6 +142,7 @@ class DMDDiscriminator(nn.Module):
         self.layer = layer
         self.active = False
         self.mask: torch.Tensor | None = None
+        self.last_r: torch.Tensor | None = None  # the latest R_t, for the log
         self.generator = torch.Generator().manual_seed(int(seed))
         self._features: torch.Tensor | None = None
         self._record = False  # only measuring passes keep layer d's output (it holds a graph otherwise)
@@ -220,12 +221,16 @@ class DMDDiscriminator(nn.Module):
             finally:
                 self.active, self._record, self._features = was, False, None
 
-    def state_dict_extra(self) -> dict:
-        return {"active": self.active, "mask": self.mask, "generator": self.generator.get_state()}
+    # The mask's state travels in the module's state_dict (as ``extra_state``), so checkpoints of
+    # any discriminator holding this wrapper carry it and resume draws the same masks.
+    def get_extra_state(self) -> dict:
+        return {"active": self.active, "mask": self.mask, "last_r": self.last_r,
+                "generator": self.generator.get_state()}
 
-    def load_state_dict_extra(self, state: dict) -> None:
+    def set_extra_state(self, state: dict) -> None:
         self.active = bool(state["active"])
         self.mask = state["mask"]
+        self.last_r = state["last_r"]
         self.generator.set_state(state["generator"])
 
 
@@ -247,12 +252,12 @@ class DMDSchedule:
         reduce: optional function averaging R_t over data-parallel ranks so they all decide alike.
 
     The first ``interval`` iterations run unmasked (R_0 = 0, as the appendix initialises it).
+    The schedule keeps no state: what changes lives on the :class:`DMDDiscriminator`.
     """
 
     def __init__(self, threshold: float, interval: int, samples: int, reduce=None):
         self.threshold, self.interval, self.samples = float(threshold), int(interval), int(samples)
         self.reduce = reduce
-        self.last_r: torch.Tensor | None = None
 
     def after_step(self, dmd: DMDDiscriminator, step: int, held: torch.Tensor) -> torch.Tensor | None:
         """Called after D's update of iteration ``step`` (0-based) with a batch of D inputs.
@@ -266,7 +271,7 @@ class DMDSchedule:
         r = dmd.retardation(held[: self.samples])
         if self.reduce is not None:
             r = self.reduce(r)
-        self.last_r = r
+        dmd.last_r = r
         # One host read every n_s iterations: the on/off decision steers which code runs next.
         if bool(r > self.threshold):
             dmd.active = True
@@ -274,9 +279,3 @@ class DMDSchedule:
             dmd.active = False
             dmd.new_mask(held)
         return r
-
-    def state_dict(self) -> dict:
-        return {"last_r": self.last_r}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.last_r = state["last_r"]

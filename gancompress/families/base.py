@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..config import Recipe
+from ..errors import GanCompressError
 
 
 class Family(ABC):
@@ -84,7 +85,8 @@ class Family(ABC):
 
     def synthetic_batch(self, batch_size: int, device: torch.device) -> dict:
         """A random batch of the recipe's shapes, for benchmarks without data."""
-        raise NotImplementedError(f"the {self.name} family has no synthetic batch for benchmarks yet")
+        raise GanCompressError(f"the {self.name} family has no synthetic batch for benchmarks yet; "
+                               "run tools/benchmark.py without --synthetic on the recipe's data")
 
     @abstractmethod
     def generator_inputs(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -139,7 +141,7 @@ class Family(ABC):
         return {}
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        """Restore what :meth:`state_dict` returned (nothing to restore by default)."""
 
     def reset_state(self) -> None:
         """Forget the training state (empty the image pools): every training stage starts afresh,
