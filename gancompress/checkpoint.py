@@ -6,53 +6,22 @@ target, so a crash or a full disk leaves the previous file intact. Reads use
 """
 from __future__ import annotations
 
-import errno
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .errors import CheckpointError
+from .fileio import atomic_write
 
 
 def atomic_save(obj, path: str | Path) -> Path:
-    """``torch.save`` to ``path`` through a temporary file and a rename.
+    """``torch.save`` to ``path`` atomically (see :func:`fileio.atomic_write`).
 
-    Raises CheckpointError (naming the folder) if it cannot be written, e.g. a full disk; the
+    Raises WriteError (naming the file and why, e.g. a full disk) if it cannot be written; the
     previous file at ``path`` is then untouched.
     """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise CheckpointError(f"{path.parent}: cannot write the run folder ({exc.strerror}); choose a "
-                              "writable --run-dir") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with _suppress():
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            why = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror
-            raise CheckpointError(f"{path}: could not be written ({why}); the previous checkpoint is "
-                                  "kept; free space or choose another --run-dir, then --resume") from None
-        raise
-    return path
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return True
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def safe_load(path: str | Path, map_location="cpu") -> dict:

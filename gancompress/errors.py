@@ -31,3 +31,7 @@ class MissingFileError(GanCompressError):
 
 class NonFiniteLossError(GanCompressError):
     """A loss became NaN or infinite during training."""
+
+
+class WriteError(GanCompressError):
+    """A file could not be written (full disk, read-only folder, no permission)."""

@@ -20,7 +20,7 @@ from PIL import Image
 from gancompress import checkpoint
 from gancompress.config import recipe_from_dict
 from gancompress.data.aligned import AlignedDataset
-from gancompress.errors import CheckpointError, DataError, NonFiniteLossError, RecipeError
+from gancompress.errors import CheckpointError, DataError, NonFiniteLossError, RecipeError, WriteError
 from gancompress.families import get_family
 from gancompress.stages import SparseStage
 from gancompress.train import train_stage
@@ -57,11 +57,26 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     def full(*_a, **_k):
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(CheckpointError, match="disk is full"):
+    with pytest.raises(WriteError, match="disk is full"):
         checkpoint.atomic_save({"w": torch.zeros(3)}, path)
     monkeypatch.undo()
     assert torch.equal(checkpoint.safe_load(path)["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temporary file left behind
+
+
+def test_full_disk_chained_in_a_runtime_error_is_recognised(tmp_path, monkeypatch):
+    # torch.save reports ENOSPC as a RuntimeError with the OSError chained as its cause.
+    path = tmp_path / "ck.pt"
+
+    def full(*_a, **_k):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as exc:
+            raise RuntimeError("[enforce fail at inline_container.cc] PytorchStreamWriter failed") from exc
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(WriteError, match="disk is full"):
+        checkpoint.atomic_save({"w": torch.zeros(3)}, path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unwritable_run_dir_is_reported(tmp_path, tiny_recipe):
