@@ -16,8 +16,11 @@ import shutil
 import time
 from pathlib import Path
 
-from .config import Recipe, load_recipe
+from .config import Recipe
 from .errors import RecipeError
+from .fileio import atomic_write_json, atomic_write_text
+from .recipe import load_recipe
+from .rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ def resolve_variants(keys: list[str] | None) -> list[str]:
 
 def _final_record(run_dir: Path, stage: str = "distill") -> dict:
     """The last metrics.jsonl record of ``stage``, and the share of records with DMD's mask on."""
-    path = run_dir / "metrics.jsonl"
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         return {}
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -93,7 +96,7 @@ def run_ablation(recipe_path: str, overrides: list[str], variants: list[str] | N
         label, extra = VARIANTS[key]
         recipe = load_recipe(recipe_path, list(overrides) + list(extra))
         run_dir = folder / key
-        already = (run_dir / "recipe.yaml").exists()
+        already = RunDir(run_dir).recipe.exists()
         if already and not resume:
             raise RecipeError(f"{run_dir}: already holds a run; pass --resume to continue the ablation, "
                               "or --out to start elsewhere")
@@ -111,8 +114,8 @@ def run_ablation(recipe_path: str, overrides: list[str], variants: list[str] | N
         if first is None:
             first = run_dir
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "ablation.json").write_text(json.dumps(results, indent=2))
-    (folder / "ablation.md").write_text(markdown_table(results) + "\n")
+    atomic_write_json(folder / "ablation.json", results)
+    atomic_write_text(folder / "ablation.md", markdown_table(results) + "\n")
     return folder, results
 
 

@@ -7,7 +7,7 @@ classifier ('fool-all') or uses the latest round's only ('memoryless'). ``L_fool
 of calling G's samples real, ``softplus(-logit)``. The paper's JPEG encoding of the classifier's
 inputs is not applied here.
 
-Classifiers are files written by ``tools/train_detector.py`` (:func:`save_classifier`); they load
+Classifiers are files written by ``gancompress train-detector`` (:func:`save_classifier`); they load
 with ``weights_only=True`` and come back frozen (:func:`load_classifier`).
 """
 from __future__ import annotations
@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import atomic_save, safe_load
-from .errors import CheckpointError, MissingFileError
+from .data.loader import BatchSource
+from .errors import CheckpointError, GanCompressError, MissingFileError, RecipeError
 from .layers import frozen_call
 
 log = logging.getLogger(__name__)
@@ -245,11 +246,11 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"{path}: classifier file not found; classifiers are made by "
-                               "tools/train_detector.py RUN_DIR (see classifier.paths)")
+                               "gancompress train-detector RUN_DIR (see classifier.paths)")
     ckpt = safe_load(path, map_location="cpu")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CLASSIFIER_FORMAT:
         raise CheckpointError(f"{path}: not a gancompress classifier file (expected one written by "
-                              "tools/train_detector.py)")
+                              "gancompress train-detector)")
     try:
         # The constructor's random init is overwritten at once; drawing it from a forked RNG keeps
         # loading a classifier from shifting the caller's random stream (stage 3's dropout masks).
@@ -260,3 +261,121 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise CheckpointError(f"{path}: classifier weights do not fit its recorded configuration "
                               f"({str(exc).splitlines()[0][:160]})") from None
     return model.to(device).eval().requires_grad_(False), dict(ckpt.get("meta") or {})
+
+
+def load_classifiers(paths: tuple[str, ...] | list[str], names: tuple[str, ...],
+                     device: torch.device) -> dict[str, list[nn.Module]]:
+    """The frozen classifiers of ``classifier.paths`` by the generator they judge, oldest first.
+
+    A classifier file records the generator it was trained on (``gancompress train-detector``);
+    one that records none judges every generator of ``names``.
+    """
+    out: dict[str, list[nn.Module]] = {}
+    for path in paths:
+        model, meta = load_classifier(path, device)
+        judged = meta.get("generator")
+        if judged is not None and judged not in names:
+            raise RecipeError(f"classifier.paths: {path} judges generator {judged!r}, which this family does not "
+                              f"have ({', '.join(names)}); train one with gancompress train-detector on this run")
+        for n in ([judged] if judged is not None else names):
+            out.setdefault(n, []).append(model)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Classifiers for a finished run's generators (gancompress train-detector).
+
+class GeneratedPairs:
+    """(real, generated) image batches of one dataset split, re-iterable: each ``iter`` is a pass.
+
+    Args:
+        family: the family adapter (turns batches into generator inputs and real images).
+        name: the generator's name in the family.
+        generator: the frozen generator.
+        batches: ``batches(k)`` is an iterable of the dataset's batches for pass k (0, 1, ...).
+        device: where the generator runs and the images go.
+    """
+
+    def __init__(self, family, name: str, generator: torch.nn.Module, batches, device: torch.device):
+        self.family, self.name, self.generator, self.batches, self.device = family, name, generator, batches, device
+        self.passes = 0
+
+    def __iter__(self):
+        batches = self.batches(self.passes)
+        self.passes += 1
+        for batch in batches:
+            inputs = self.family.generator_inputs(batch)
+            with torch.no_grad():
+                fake = self.generator(inputs[self.name].to(self.device))
+            yield self.family.real(self.name, batch).to(self.device), fake
+
+
+def _split_pairs(family, name, generator, device, batch_size: int, seed: int):
+    """Training pairs (a new shuffle every pass, seeded) and held-out pairs (in order)."""
+    data = family.recipe.data
+    train = family.dataset(data.train_split, train=True)
+    held = family.dataset(data.eval_split, train=False)
+    source = BatchSource(train, min(batch_size, len(train)), seed, num_workers=data.num_workers)
+    loader = torch.utils.data.DataLoader(held, batch_size=batch_size)
+    return (GeneratedPairs(family, name, generator, source.epoch, device),
+            GeneratedPairs(family, name, generator, lambda _: loader, device))
+
+
+def train_run_detectors(run_dir: str | Path, *, role: str = "teacher", generator: str | None = None,
+                        out: Path | None = None, epochs: int = 5, batch_size: int = 16, lr: float = 2e-4,
+                        device: str | None = None, seed: int = 0) -> list[tuple[Path, float, int]]:
+    """Train and save one classifier per generator of a finished run.
+
+    Args:
+        run_dir: the run folder.
+        role: whose generators make the fakes ('teacher' or 'student').
+        generator: only this generator (default: every generator of the family).
+        out: the file to write (one generator only); default ``<run>/detectors/<role>_<name>.pt``.
+        epochs, batch_size, lr, seed: the classifier's training.
+        device: 'cpu', 'cuda' or None (CUDA when present).
+
+    Returns:
+        (file, held-out accuracy, held-out images) per generator.
+    """
+    from .export import load_generator
+    from .families import get_family
+    from .recipe import load_recipe
+    from .rundir import RunDir
+    from .runtime import pick_device
+
+    run = RunDir(run_dir)
+    if not run.root.is_dir():
+        raise MissingFileError(f"{run}: run folder not found (pass a folder made by gancompress compress)")
+    recipe = load_recipe(run.recipe)
+    family = get_family(recipe.family)(recipe)
+    names = list(family.generator_names)
+    if generator is not None:
+        if generator not in names:
+            raise GanCompressError(f"--generator {generator}: the {recipe.family} family has "
+                                   f"{', '.join(names)}")
+        names = [generator]
+    if out is not None and len(names) > 1:
+        raise GanCompressError(f"--out names one file but the {recipe.family} family has generators "
+                               f"{', '.join(names)}: add --generator NAME")
+    dev = pick_device(device)
+    results = []
+    for name in names:
+        path = run.generator(role, name)
+        if not path.is_file():
+            raise MissingFileError(f"{path}: generator file not found (the distillation stage writes "
+                                   f"<run>/teacher/ and <run>/student/; check --role {role})")
+        net, _ = load_generator(path)
+        net = net.to(dev).eval().requires_grad_(False)
+        train_pairs, held_pairs = _split_pairs(family, name, net, dev, batch_size, seed)
+        log.info("training a classifier: real %s images vs %s generator %s", recipe.data.train_split, role, name)
+        trained = train_classifier(train_pairs, held_pairs, epochs=epochs, lr=lr, device=dev,
+                                   seed=seed)
+        target = out or run.detector(role, name)
+        meta = {"family": recipe.family, "recipe": recipe.name, "generator": name, "role": role,
+                "generator_file": str(path), "train_split": recipe.data.train_split,
+                "eval_split": recipe.data.eval_split, "accuracy": trained.accuracy,
+                "eval_images": trained.eval_images, "train_images": trained.train_images,
+                "epochs": epochs, "seed": seed}
+        save_classifier(target, trained.model, meta)
+        results.append((target, trained.accuracy, trained.eval_images))
+    return results

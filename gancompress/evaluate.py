@@ -1,10 +1,11 @@
-"""Evaluate a finished run: task metric, latency, ONNX parity; report.json and report.md.
+"""Evaluate a finished run: task metric and latency; report.json and report.md.
 
 ``gancompress evaluate RUN_DIR`` (and the last step of ``compress``) loads the teacher and
 student generators of the run, asks the family for its task metric, measures latency of both
-(median over warmed-up runs) and the ONNX export's parity, and writes ``report.json`` plus a
-readable ``report.md`` with the table, the latest sample grid and plots of the losses and of the
-active-channel fraction per discriminator layer (plots need matplotlib: ``gancompress[plots]``).
+(median over warmed-up runs), takes the export parity figures the export stage recorded, and
+writes ``report.json`` plus a readable ``report.md`` with the table, the latest sample grid and
+plots of the losses and of the active-channel fraction per discriminator layer (plots need
+matplotlib: ``gancompress[plots]``).
 """
 from __future__ import annotations
 
@@ -14,16 +15,19 @@ from pathlib import Path
 
 import torch
 
-from .config import load_recipe
 from .errors import GanCompressError
 from .export import load_generator
 from .families import get_family
+from .fileio import atomic_write, atomic_write_json, atomic_write_text
+from .recipe import load_recipe
+from .rundir import RunDir
+from .runtime import pick_device
 
 log = logging.getLogger(__name__)
 
 
-def _load_role(run_dir: Path, role: str, names) -> dict:
-    return {n: load_generator(run_dir / role / f"generator_{n}.pt")[0] for n in names}
+def _load_role(run: RunDir, role: str, names) -> dict:
+    return {n: load_generator(run.generator(role, n))[0] for n in names}
 
 
 def latency(family, teacher, student, recipe, device: torch.device) -> dict:
@@ -40,46 +44,22 @@ def latency(family, teacher, student, recipe, device: torch.device) -> dict:
     return out
 
 
-def onnx_parity(family, student, run_dir: Path, recipe) -> dict:
-    """Export each student to ONNX and compare onnxruntime with eager; {} when onnx is missing."""
-    try:
-        from .onnx_export import export_onnx, onnx_parity as parity
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        log.warning("onnx/onnxruntime not installed (pip install 'gancompress[onnx]'): ONNX parity skipped")
-        return {}
-    out = {}
-    for n in family.generator_names:
-        shipped = family.for_export(student[n].cpu())
-        example = family.example_input(n, 1)
-        name = "generator.onnx" if len(family.generator_names) == 1 else f"generator_{n}.onnx"
-        path = export_onnx(shipped, example, run_dir / "export" / name, opset=recipe.export.opset)
-        out[n] = {"path": str(path), "opset": recipe.export.opset,
-                  "max_abs_diff": parity(path, shipped, example)}
-    return out
-
-
-def evaluate_run(run_dir: str | Path, device: str | None = None) -> dict:
-    """Fill the metric, latency and ONNX fields of ``report.json`` and write ``report.md``."""
-    from .pipeline import pick_device
-
-    run_dir = Path(run_dir)
-    report_path = run_dir / "report.json"
-    if not report_path.is_file():
-        raise GanCompressError(f"{run_dir}: no report.json; finish the run first with "
-                               f"gancompress compress RECIPE --run-dir {run_dir} --resume")
-    recipe = load_recipe(run_dir / "recipe.yaml")
+def evaluate_run(run_dir: str | Path | RunDir, device: str | None = None) -> dict:
+    """Fill the metric and latency fields of ``report.json`` and write ``report.md``."""
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    if not run.report_json.is_file():
+        raise GanCompressError(f"{run}: no report.json; finish the run first with "
+                               f"gancompress compress RECIPE --run-dir {run} --resume")
+    recipe = load_recipe(run.recipe)
     family = get_family(recipe.family)(recipe)
     dev = pick_device(device)
-    report = json.loads(report_path.read_text())
-    teacher = _load_role(run_dir, "teacher", family.generator_names)
-    student = _load_role(run_dir, "student", family.generator_names)
+    report = _read_report(run)
+    teacher = _load_role(run, "teacher", family.generator_names)
+    student = _load_role(run, "student", family.generator_names)
     with torch.no_grad():
         metrics = family.evaluate({"teacher": {n: g.to(dev) for n, g in teacher.items()},
                                    "student": {n: g.to(dev) for n, g in student.items()}}, dev)
     lat = latency(family, teacher, student, recipe, dev) if recipe.eval.latency else {}
-    onnx = onnx_parity(family, student, run_dir, recipe)
     for n, entry in report["generators"].items():
         if n in metrics:
             entry["metrics"] = metrics[n]
@@ -88,17 +68,27 @@ def evaluate_run(run_dir: str | Path, device: str | None = None) -> dict:
             speed = lat[n].get("speedup", {})
             entry["speedup_vs_macs"] = {k: {"measured": v, "macs_ratio": entry["macs_ratio"]}
                                         for k, v in speed.items()}
-        if n in onnx:
-            entry["onnx"] = onnx[n]
+        if "onnx" in entry.get("export", {}):
+            entry["onnx"] = entry["export"]["onnx"]
     if len(report["generators"]) == 1:
         only = next(iter(report["generators"].values()))
         for key in ("metrics", "latency", "onnx"):
             if key in only:
                 report[key] = only[key]
-    tmp = report_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(report_path)
-    write_markdown(run_dir, report)
+    atomic_write_json(run.report_json, report)
+    write_markdown(run, report)
+    return report
+
+
+def _read_report(run: RunDir) -> dict:
+    try:
+        report = json.loads(run.report_json.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GanCompressError(f"{run.report_json}: not a readable report ({exc}); delete it and run "
+                               f"gancompress compress RECIPE --run-dir {run} --resume to write it again") from None
+    if not isinstance(report, dict) or not isinstance(report.get("generators"), dict):
+        raise GanCompressError(f"{run.report_json}: not a gancompress report (no 'generators'); delete it and run "
+                               f"gancompress compress RECIPE --run-dir {run} --resume to write it again")
     return report
 
 
@@ -108,7 +98,7 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def write_markdown(run_dir: Path, report: dict) -> Path:
+def write_markdown(run: RunDir, report: dict) -> Path:
     """report.md: teacher vs student table per generator, sample grid and training plots."""
     lines = [f"# {report['recipe']} ({report['family']})", ""]
     for n, g in report["generators"].items():
@@ -141,20 +131,18 @@ def write_markdown(run_dir: Path, report: dict) -> Path:
             lines.append(f"ONNX (opset {g['onnx']['opset']}): max |onnxruntime - eager| = "
                          f"{g['onnx']['max_abs_diff']:.3g}.")
         lines.append("")
-    grids = sorted((run_dir / "samples").glob("distill-epoch*.png"))
+    grids = run.sample_grids("distill")
     if grids:
         lines += ["## Samples (input | teacher | student | target)", "",
-                  f"![samples]({grids[-1].relative_to(run_dir)})", ""]
-    for plot in _plots(run_dir):
-        lines += [f"![{plot.stem}]({plot.relative_to(run_dir)})", ""]
-    path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+                  f"![samples]({grids[-1].relative_to(run.root)})", ""]
+    for plot in _plots(run):
+        lines += [f"![{plot.stem}]({plot.relative_to(run.root)})", ""]
+    return atomic_write_text(run.report_md, "\n".join(lines))
 
 
-def _plots(run_dir: Path) -> list[Path]:
+def _plots(run: RunDir) -> list[Path]:
     """Loss curves and active-channel fractions of stage 3, if matplotlib is installed."""
-    metrics = run_dir / "metrics.jsonl"
+    metrics = run.metrics
     if not metrics.is_file():
         return []
     try:
@@ -176,8 +164,7 @@ def _plots(run_dir: Path) -> list[Path]:
     ax.set_yscale("symlog")
     ax.set_xlabel("iteration")
     ax.legend(fontsize=7, ncol=2)
-    out.append(run_dir / "plot_losses.png")
-    fig.savefig(out[-1], dpi=100, bbox_inches="tight")
+    out.append(_save_figure(fig, run.plot("losses")))
     plt.close(fig)
     active = [k for k in rows[-1] if k.startswith("active_")]
     if active:
@@ -190,7 +177,10 @@ def _plots(run_dir: Path) -> list[Path]:
         ax.set_xlabel("iteration")
         ax.set_ylabel("active channels")
         ax.legend(fontsize=7)
-        out.append(run_dir / "plot_active_channels.png")
-        fig.savefig(out[-1], dpi=100, bbox_inches="tight")
+        out.append(_save_figure(fig, run.plot("active_channels")))
         plt.close(fig)
     return out
+
+
+def _save_figure(fig, path: Path) -> Path:
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))

@@ -9,10 +9,12 @@ import torch
 from torch import nn
 
 from .checkpoint import atomic_save, safe_load
-from .config import Recipe, recipe_from_dict, recipe_to_dict
-from .errors import CheckpointError
+from .config import Recipe, recipe_to_dict
+from .errors import CheckpointError, GanCompressError
 from .families import get_family
+from .fileio import atomic_write
 from .prune import architecture_record, rebuild
+from .recipe import recipe_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +52,18 @@ def load_generator(path: str | Path, map_location="cpu") -> tuple[nn.Module, dic
 def export_torchscript(generator: nn.Module, example: torch.Tensor, path: Path, atol: float = 1e-4) -> dict:
     """Trace ``generator`` (eval mode) to TorchScript at ``path`` and check it against eager.
 
-    Returns ``{"path", "max_abs_diff"}``; raises RuntimeError if the traced module disagrees.
+    Returns ``{"path", "max_abs_diff"}``; raises GanCompressError if the traced module disagrees.
     """
     generator = generator.eval()
     # torch 2.9+ marks TorchScript deprecated; it is still what mobile and C++ runtimes load.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.*")
         traced = torch.jit.trace(generator, example, check_trace=False)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.jit.save(traced, str(tmp))
-        tmp.replace(path)
+        atomic_write(path, lambda f: torch.jit.save(traced, f))
+        # Our own file, just written: loading it back checks what was saved.
         reloaded = torch.jit.load(str(path), map_location=example.device)
         diff = (reloaded(example) - generator(example)).abs().max().item()
     if diff > atol:
-        raise RuntimeError(f"TorchScript export differs from eager by {diff:.3g} (> {atol})")
+        raise GanCompressError(f"{path}: the TorchScript export differs from eager by {diff:.3g} (> {atol}); the "
+                               "generator does something tracing cannot record; export ONNX or the state dict instead")
     return {"path": str(path), "max_abs_diff": diff}

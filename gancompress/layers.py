@@ -1,6 +1,9 @@
 """Finding layers by what they are and where they run, never by their names."""
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -67,3 +70,34 @@ def frozen_call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     state = {k: v.detach() for k, v in module.named_parameters()}
     state.update({k: v.detach().clone() for k, v in module.named_buffers()})
     return functional_call(module, state, (x,))
+
+
+@contextlib.contextmanager
+def running_stats_kept(*modules: nn.Module) -> Iterator[None]:
+    """Run measuring forwards in training mode without moving the modules' buffers.
+
+    BatchNorm keeps using the batch's statistics (training behaviour, so a loss computed inside
+    is the one the ordinary step would see), but its running mean, variance and batch count, and
+    spectral norm's power-iteration vectors, are left as they were: only the ordinary G and D
+    steps move them. Each buffer is swapped for a copy during the block and the original put back
+    afterwards; nothing is written in place, so a graph built inside may still be differentiated.
+    """
+    swapped = []
+    seen: set[int] = set()
+    for top in modules:
+        if top is None:
+            continue
+        for m in top.modules():
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            for name, b in m._buffers.items():
+                if b is not None:
+                    swapped.append((m, name, b))
+    for m, name, b in swapped:
+        m._buffers[name] = b.clone()
+    try:
+        yield
+    finally:
+        for m, name, b in swapped:
+            m._buffers[name] = b

@@ -11,15 +11,15 @@ with onnxruntime parity around 1e-6. Folding spectral norm into plain weights is
 from __future__ import annotations
 
 import importlib
+import io
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
-from gancompress.errors import GanCompressError
+from .errors import GanCompressError
+from .fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,21 @@ def _require(module: str):
         raise GanCompressError(f"ONNX export needs the '{module}' package: pip install gancompress[onnx]") from e
 
 
+def onnx_available() -> bool:
+    """Whether onnx and onnxruntime can be imported (the ``onnx`` extra)."""
+    try:
+        importlib.import_module("onnx")
+        importlib.import_module("onnxruntime")
+    except ImportError:
+        return False
+    return True
+
+
 def export_onnx(model: torch.nn.Module, example_input: torch.Tensor, path, opset: int = 17) -> Path:
     """Export a single-input, single-output model to ONNX with a dynamic batch axis.
 
-    The file is written to a temporary name in the same folder, checked with ``onnx.checker``,
-    then renamed over ``path``, so an interrupted export never leaves a broken file.
+    The graph is checked with ``onnx.checker`` in memory, then written atomically
+    (:func:`fileio.atomic_write`), so an interrupted export never leaves a broken file.
 
     Args:
         model: network in the form to deploy (spectral norm already folded); exported in eval
@@ -50,11 +60,9 @@ def export_onnx(model: torch.nn.Module, example_input: torch.Tensor, path, opset
     """
     onnx = _require("onnx")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     was_training = model.training
     model.eval()
+    buffer = io.BytesIO()
     try:
         with torch.no_grad(), warnings.catch_warnings():
             # The legacy exporter is chosen on purpose (see the module docstring).
@@ -62,19 +70,18 @@ def export_onnx(model: torch.nn.Module, example_input: torch.Tensor, path, opset
             torch.onnx.export(
                 model,
                 (example_input,),
-                tmp,
+                buffer,
                 opset_version=opset,
                 input_names=["input"],
                 output_names=["output"],
                 dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
                 dynamo=False,
             )
-        onnx.checker.check_model(tmp)
-        os.replace(tmp, path)
     finally:
         model.train(was_training)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    data = buffer.getvalue()
+    onnx.checker.check_model(onnx.load_model_from_string(data))
+    atomic_write(path, lambda f: f.write(data))
     log.info("exported ONNX opset %d to %s", opset, path)
     return path
 

@@ -1,20 +1,9 @@
 """The four stages, each resumable: sparse teacher -> prune -> distill -> export and report.
 
-A stage is done when its output file exists in the run folder; ``--resume`` skips finished
-stages and continues the unfinished one from its latest checkpoint.
-
-Run folder::
-
-    recipe.yaml            the resolved recipe
-    pretrain/              optional generator-only pre-training (train.pretrain_epochs > 0)
-    sparse/model.pt        stage 1: the sparse generators and discriminators
-    pruned/pruned.pt       stage 2: pruned architectures (see prune.architecture_record) + weights
-    student/, teacher/     stage 3: rebuildable generators (export.load_generator)
-    checkpoints/           <stage>-<step>.pt, the latest train.keep_checkpoints of each stage
-    samples/               PNG grids per epoch: input | teacher | student | target
-    metrics.jsonl          losses and active-channel fractions every train.log_every iterations
-    export/                TorchScript generators (generator.pt, or generator_<name>.pt)
-    report.json            teacher vs student MACs, params, budget (and metrics once evaluated)
+A stage is done when its output file exists in the run folder (:class:`~gancompress.rundir.RunDir`
+names them all); ``--resume`` skips finished stages and continues the unfinished one from its
+latest checkpoint. Every recipe mistake is caught by :func:`~gancompress.preflight.preflight`
+before stage 1 trains.
 
 Under ``torchrun`` (``distributed``) every rank trains; rank 0 alone writes the run folder, prunes
 and reports, while the others wait for it and then read what it wrote (the folder must be on a
@@ -23,9 +12,7 @@ so every rank takes the same path. The other ranks stop after stage 3.
 """
 from __future__ import annotations
 
-import json
 import logging
-import random
 from pathlib import Path
 
 import torch
@@ -33,48 +20,31 @@ from torch import nn
 
 from . import distributed
 from .checkpoint import atomic_save, safe_load
-from .config import Recipe, dump_recipe, parse_budget
-from .errors import GanCompressError, RecipeError
+from .config import Recipe, dump_recipe
+from .detector import load_classifiers
+from .discriminators.modes import make_mode
+from .errors import GanCompressError
 from .export import export_torchscript, load_generator, save_generator
 from .families import get_family
 from .families.base import Family
+from .fileio import atomic_write_json, atomic_write_text
 from .metrics.macs import count_macs
-from .prune import layer_widths, prune_to_budget, rebuild
-from .stages import DistillStage, PretrainStage, SparseStage, check_stage3_settings
+from .onnx_export import export_onnx, onnx_available, onnx_parity
+from .preflight import preflight
+from .prune import architecture_record, layer_widths, prune_to_budget, rebuild
+from .rundir import RunDir
+from .runtime import pick_device, seed_everything
+from .stages import DistillStage, PretrainStage, SparseStage, build_generators, build_pair
 from .train import train_stage
 
 log = logging.getLogger(__name__)
 
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def pick_device(name: str | None) -> torch.device:
-    """The device ``name`` ('cpu', 'cuda', or None/'auto' for CUDA when present); under a
-    process group, CUDA means this rank's own GPU, ``cuda:LOCAL_RANK``."""
-    if name in (None, "auto"):
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise GanCompressError("--device cuda: no CUDA device is available here; use --device cpu")
-    if name == "cuda" and distributed.is_active():
-        return torch.device("cuda", distributed.local_rank())
-    return torch.device(name)
+STAGES = ("sparse", "prune", "distill", "report")
 
 
 def stage_done(path: Path) -> bool:
     """Whether ``path`` (a stage's output) exists, as rank 0 sees it: every rank decides alike."""
     return distributed.broadcast_object(path.exists())
-
-
-def resolve_budget(recipe: Recipe, name: str, teacher_macs: int) -> int:
-    """The MACs budget of generator ``name`` (a ratio budget is taken of the teacher's MACs)."""
-    budget = recipe.prune.budget
-    if isinstance(budget, dict):
-        budget = budget[name]
-    kind, value = parse_budget(budget)
-    return int(round(value * 1e9)) if kind == "gmacs" else int(round(value * teacher_macs))
 
 
 def teacher_macs(family: Family, name: str):
@@ -89,7 +59,7 @@ def describe(recipe: Recipe) -> str:
     lines = ["# resolved recipe", dump_recipe(recipe).rstrip(), ""]
     for name in family.generator_names:
         m = teacher_macs(family, name)
-        budget = resolve_budget(recipe, name, m.complete)
+        budget = recipe.prune.budget_for(name).macs(m.complete)
         shape = tuple(family.example_input(name, 1).shape)
         lines.append(f"teacher {name} (ngf {recipe.model.ngf_teacher}) at input {shape}: "
                      f"{m.thop / 1e9:.4g} GMACs (thop), {m.complete / 1e9:.4g} GMACs complete, "
@@ -101,76 +71,82 @@ def describe(recipe: Recipe) -> str:
     return "\n".join(lines)
 
 
-def prepare_run_dir(recipe: Recipe, run_dir: Path, resume: bool) -> None:
+def prepare_run_dir(recipe: Recipe, run: RunDir, resume: bool) -> None:
     """Create the run folder and write the resolved recipe; refuse to overwrite a run.
 
     Under a process group rank 0 writes; every rank raises the same errors.
     """
-    if stage_done(run_dir / "recipe.yaml") and not resume:
-        raise GanCompressError(f"{run_dir}: already holds a run; pass --resume to continue it, or --run-dir "
+    if stage_done(run.recipe) and not resume:
+        raise GanCompressError(f"{run}: already holds a run; pass --resume to continue it, or --run-dir "
                                "to start a new one elsewhere")
-    distributed.on_main(_write_run_dir, recipe, run_dir)
+    distributed.on_main(_write_run_dir, recipe, run)
 
 
-def _write_run_dir(recipe: Recipe, run_dir: Path) -> None:
-    saved = run_dir / "recipe.yaml"
+def _write_run_dir(recipe: Recipe, run: RunDir) -> None:
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
+        run.root.mkdir(parents=True, exist_ok=True)
+        probe = run.root / ".write-test"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise GanCompressError(f"{run_dir}: cannot write the run folder ({exc.strerror}); choose a writable "
+        raise GanCompressError(f"{run}: cannot write the run folder ({exc.strerror}); choose a writable "
                                "--run-dir") from None
     text = dump_recipe(recipe)
-    if saved.exists() and saved.read_text() != text:
-        log.warning("the recipe differs from the one %s was started with; continuing with the new one", run_dir)
-    tmp = saved.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(saved)
+    if run.recipe.exists() and run.recipe.read_text() != text:
+        log.warning("the recipe differs from the one %s was started with; continuing with the new one", run)
+    atomic_write_text(run.recipe, text)
 
 
 # ----------------------------------------------------------------------------------------------
 # Stages.
 
-def run_pretrain(family: Family, recipe: Recipe, run_dir: Path, device: torch.device, resume: bool,
+def run_pretrain(family: Family, recipe: Recipe, run: RunDir, device: torch.device, resume: bool,
                  ngf: int, name: str) -> dict | None:
     """Optional generator-only pre-training at width ``ngf``; returns the generators' state."""
     if recipe.train.pretrain_epochs == 0:
         return None
-    out = run_dir / "pretrain" / f"{name}.pt"
+    out = run.pretrain(name)
     if stage_done(out):
         log.info("stage '%s' already done (%s)", name, out)
         return safe_load(out)
     seed_everything(recipe.seed + 2)
-    stage = PretrainStage(family, recipe, device, ngf, name)
-    train_stage(stage, family, recipe, run_dir, device, resume=resume)
+    gens = build_generators(family, ngf, recipe.train, device)
+    stage = PretrainStage(family, recipe.train, device, gens, recipe.train.pretrain_epochs, name)
+    train_stage(stage, family, recipe, run, device, resume=resume)
     state = stage.gens.state_dict()
     distributed.on_main(atomic_save, state, out)
     return state
 
 
-def run_sparse(family: Family, recipe: Recipe, run_dir: Path, device: torch.device, resume: bool) -> dict:
+def make_sparse_stage(family: Family, recipe: Recipe, device: torch.device, init_gens: dict | None = None,
+                      init_discs: dict | None = None) -> SparseStage:
+    """Stage 1 as ``recipe`` sets it up."""
+    return SparseStage(family, recipe.train, device, ngf=recipe.model.ngf_student, epochs=recipe.sparse_epochs,
+                       method=recipe.sparse.method, l1_lambda=recipe.l1_lambda, init_gens=init_gens,
+                       init_discs=init_discs)
+
+
+def run_sparse(family: Family, recipe: Recipe, run: RunDir, device: torch.device, resume: bool) -> dict:
     """Stage 1 (after optional pre-training); returns the saved state {gens, discs}."""
-    out = run_dir / "sparse" / "model.pt"
+    out = run.sparse
     if stage_done(out):
         log.info("stage 'sparse' already done (%s)", out)
         return safe_load(out)
-    init = run_pretrain(family, recipe, run_dir, device, resume, recipe.model.ngf_student, "pretrain_S")
+    init = run_pretrain(family, recipe, run, device, resume, recipe.model.ngf_student, "pretrain_S")
     seed_everything(recipe.seed)
-    stage = SparseStage(family, recipe, device, init)
-    train_stage(stage, family, recipe, run_dir, device, resume=resume)
-    state = {"gens": stage.gens.state_dict(), "discs": stage.discs.state_dict()}
+    stage = make_sparse_stage(family, recipe, device, init)
+    train_stage(stage, family, recipe, run, device, resume=resume)
+    state = stage.outputs()
     distributed.on_main(atomic_save, state, out)
     return state
 
 
-def run_prune(family: Family, recipe: Recipe, run_dir: Path, sparse_state: dict) -> dict[str, dict]:
+def run_prune(family: Family, recipe: Recipe, run: RunDir, sparse_state: dict) -> dict[str, dict]:
     """Stage 2; returns {name: {"arch", "state_dict", "macs", "budget", ...}}.
 
     Pruning runs once, on rank 0; the other ranks read its result from ``pruned/pruned.pt``.
     """
-    out = run_dir / "pruned" / "pruned.pt"
+    out = run.pruned
     if stage_done(out):
         log.info("stage 'prune' already done (%s)", out)
         return safe_load(out)
@@ -193,12 +169,9 @@ def prune_generator(family: Family, recipe: Recipe, name: str, sparse: nn.Module
     Returns its entry of ``pruned/pruned.pt``: {"arch", "state_dict", "macs", "budget", "removed",
     "channels", "widths"}; :func:`pruned_generator` rebuilds the module from it.
     """
-    from .prune import architecture_record
-
     g = sparse.eval()
     example = family.example_input(name, 1)
-    full = teacher_macs(family, name)
-    budget = resolve_budget(recipe, name, full.complete)
+    budget = recipe.prune.budget_for(name).macs(teacher_macs(family, name).complete)
     token = family.before_pruning(g)
     pruned = prune_to_budget(g, example, method=recipe.sparse.method, budget_macs=budget,
                              tolerance=recipe.prune.tolerance, round_to=recipe.prune.round_to,
@@ -219,71 +192,82 @@ def pruned_generator(family: Family, recipe: Recipe, name: str, entry: dict, inh
     return g
 
 
-def run_distill(family: Family, recipe: Recipe, run_dir: Path, device: torch.device, resume: bool,
+def run_distill(family: Family, recipe: Recipe, run: RunDir, device: torch.device, resume: bool,
                 sparse_state: dict, pruned: dict) -> None:
     """Stage 3; writes student/ and teacher/ generator files."""
     names = family.generator_names
-    done = [run_dir / "student" / f"generator_{n}.pt" for n in names]
+    done = [run.generator("student", n) for n in names]
     if distributed.broadcast_object(all(p.exists() for p in done)):
         log.info("stage 'distill' already done (%s)", done[0].parent)
         return
     teacher_init = None
     if recipe.distill.teacher == "scratch":
-        teacher_init = run_pretrain(family, recipe, run_dir, device, resume, recipe.model.ngf_teacher, "pretrain_T")
+        gens = run_pretrain(family, recipe, run, device, resume, recipe.model.ngf_teacher, "pretrain_T")
+        teacher_init = {"gens": gens} if gens is not None else None
     seed_everything(recipe.seed + 1)
     student = {n: pruned_generator(family, recipe, n, pruned[n], recipe.prune.inherit_weights) for n in names}
     teacher = None
     if recipe.distill.teacher != "scratch":
-        from .stages import _build_pair
-        gens, discs = _build_pair(family, recipe.model.ngf_student, recipe, device)
+        gens, discs = build_pair(family, recipe.model.ngf_student, recipe.train, device)
         gens.load_state_dict(sparse_state["gens"])
         discs.load_state_dict(sparse_state["discs"])
         teacher = (gens, discs)
-    stage = DistillStage(family, recipe, device, student, teacher, teacher_init)
-    train_stage(stage, family, recipe, run_dir, device, resume=resume, needs_second_batch=True)
+    stage = make_distill_stage(family, recipe, device, student, teacher, teacher_init)
+    train_stage(stage, family, recipe, run, device, resume=resume)
     t_ngf = recipe.model.ngf_student if teacher is not None else recipe.model.ngf_teacher
 
     def save() -> None:
         for n in names:
-            save_generator(run_dir / "teacher" / f"generator_{n}.pt", stage.t_gens[n], recipe, n, t_ngf)
-            save_generator(run_dir / "student" / f"generator_{n}.pt", stage.s_gens[n], recipe, n,
-                           recipe.model.ngf_student)
+            save_generator(run.generator("teacher", n), stage.t_gens[n], recipe, n, t_ngf)
+            save_generator(run.generator("student", n), stage.s_gens[n], recipe, n, recipe.model.ngf_student)
     distributed.on_main(save)
 
 
-def export_name(family: Family, name: str) -> str:
-    return "generator.pt" if len(family.generator_names) == 1 else f"generator_{name}.pt"
+def make_distill_stage(family: Family, recipe: Recipe, device: torch.device, student: dict[str, nn.Module],
+                       teacher: tuple[nn.ModuleDict, nn.ModuleDict] | None = None,
+                       teacher_init: dict | None = None) -> DistillStage:
+    """Stage 3 as ``recipe`` sets it up: its discriminator mode, sections and classifiers."""
+    mode = make_mode(recipe.discriminator, seed=recipe.seed, vgg19_weights=recipe.eval.vgg19_weights)
+    return DistillStage(family, device, train=recipe.train, distill=recipe.distill, mode=mode, student=student,
+                        teacher=teacher, teacher_ngf=recipe.model.ngf_teacher, teacher_init=teacher_init,
+                        classifiers=load_classifiers(recipe.classifier.paths, family.generator_names, device),
+                        classifier=recipe.classifier)
 
 
-def run_export(family: Family, recipe: Recipe, run_dir: Path) -> dict:
-    """Stage 4a: TorchScript (and ONNX if asked) of each student; returns parity figures."""
+def run_export(family: Family, recipe: Recipe, run: RunDir) -> dict:
+    """Stage 4a: TorchScript and ONNX (as the recipe asks) of each student, with parity figures.
+
+    This is the one place the run's exports are written; ``evaluate`` reads them.
+    """
     out = {}
-    for n in family.generator_names:
-        g, meta = load_generator(run_dir / "student" / f"generator_{n}.pt")
+    names = family.generator_names
+    for n in names:
+        g, _ = load_generator(run.generator("student", n))
         shipped = family.for_export(g)
         example = family.example_input(n, 1)
         entry = {}
         if recipe.export.torchscript:
-            entry["torchscript"] = export_torchscript(shipped, example, run_dir / "export" / export_name(family, n))
-        if recipe.export.onnx:
-            from .onnx_export import export_onnx, onnx_parity
-            path = run_dir / "export" / export_name(family, n).replace(".pt", ".onnx")
-            export_onnx(shipped, example, path, opset=recipe.export.opset)
-            entry["onnx"] = {"path": str(path), "max_abs_diff": onnx_parity(path, shipped, example)}
+            entry["torchscript"] = export_torchscript(shipped, example, run.export(n, names, ".pt"))
+        if recipe.export.onnx and not onnx_available():
+            log.warning("onnx/onnxruntime not installed (pip install 'gancompress[onnx]'): no ONNX export")
+            entry["onnx_skipped"] = "onnx or onnxruntime not installed"
+        elif recipe.export.onnx:
+            path = export_onnx(shipped, example, run.export(n, names, ".onnx"), opset=recipe.export.opset)
+            entry["onnx"] = {"path": str(path), "opset": recipe.export.opset,
+                             "max_abs_diff": onnx_parity(path, shipped, example)}
         out[n] = entry
     return out
 
 
-def build_report(family: Family, recipe: Recipe, run_dir: Path, pruned: dict, exports: dict) -> dict:
+def build_report(family: Family, recipe: Recipe, run: RunDir, pruned: dict, exports: dict) -> dict:
     """report.json: teacher vs student MACs (thop and complete), params, budget and widths.
 
-    The task metric, latency and ONNX parity are added by ``evaluate.evaluate_run``.
+    The task metric and latency are added by ``evaluate.evaluate_run``.
     """
     report = {"family": recipe.family, "recipe": recipe.name, "generators": {}}
-    loaded = {role: {n: load_generator(run_dir / role / f"generator_{n}.pt")[0] for n in family.generator_names}
-              for role in ("teacher", "student")}
     for n in family.generator_names:
-        teacher, student = loaded["teacher"][n].cpu(), loaded["student"][n].cpu()
+        teacher = load_generator(run.generator("teacher", n))[0]
+        student = load_generator(run.generator("student", n))[0]
         example = family.example_input(n, 1)
         t, s = count_macs(teacher, example), count_macs(student, example)
         budget = pruned[n]["budget"]
@@ -302,15 +286,7 @@ def build_report(family: Family, recipe: Recipe, run_dir: Path, pruned: dict, ex
     return report
 
 
-def write_report(run_dir: Path, report: dict) -> Path:
-    path = run_dir / "report.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(path)
-    return path
-
-
-def compress(recipe: Recipe, run_dir: Path, *, resume: bool = False, device: str | None = None,
+def compress(recipe: Recipe, run_dir: str | Path | RunDir, *, resume: bool = False, device: str | None = None,
              until: str = "report") -> dict:
     """Run the pipeline on ``recipe`` into ``run_dir``; returns the report (or a stage summary).
 
@@ -325,35 +301,28 @@ def compress(recipe: Recipe, run_dir: Path, *, resume: bool = False, device: str
     other than 0 return ``{"stage": "distill", "rank": r}`` after stage 3, while rank 0 exports,
     reports and evaluates.
     """
-    stages = ("sparse", "prune", "distill", "report")
-    if until not in stages:
-        raise RecipeError(f"until: expected one of {', '.join(stages)}, got {until!r}")
+    if until not in STAGES:
+        raise ValueError(f"until: expected one of {', '.join(STAGES)}, got {until!r}")
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     dev = pick_device(device)
-    if recipe.train.sync_bn and distributed.world_size() > 1 and dev.type != "cuda":
-        raise RecipeError("train.sync_bn: SyncBatchNorm runs on CUDA devices only; set train.sync_bn: false "
-                          "for processes on the CPU")
     if dev.type == "cuda" and recipe.train.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
     family = get_family(recipe.family)(recipe)
-    if recipe.distill.teacher != "scratch" and recipe.model.ngf_teacher != recipe.model.ngf_student:
-        raise RecipeError(f"distill.teacher: '{recipe.distill.teacher}' continues the stage-1 model, so "
-                          "model.ngf_teacher must equal model.ngf_student; use distill.teacher: scratch")
-    family.check_data()
-    check_stage3_settings(family, recipe)
-    prepare_run_dir(recipe, run_dir, resume)
-    sparse_state = run_sparse(family, recipe, run_dir, dev, resume)
+    preflight(family, recipe, dev)
+    prepare_run_dir(recipe, run, resume)
+    sparse_state = run_sparse(family, recipe, run, dev, resume)
     if until == "sparse":
-        return {"stage": "sparse", "path": str(run_dir / "sparse" / "model.pt")}
-    pruned = run_prune(family, recipe, run_dir, sparse_state)
+        return {"stage": "sparse", "path": str(run.sparse)}
+    pruned = run_prune(family, recipe, run, sparse_state)
     if until == "prune":
         return {"stage": "prune", "generators": {n: {"macs": e["macs"] / 1e9, "budget": e["budget"] / 1e9}
                                                  for n, e in pruned.items()}}
-    run_distill(family, recipe, run_dir, dev, resume, sparse_state, pruned)
+    run_distill(family, recipe, run, dev, resume, sparse_state, pruned)
     if until == "distill":
         return {"stage": "distill"}
     if distributed.rank() != 0:
         return {"stage": "distill", "rank": distributed.rank()}
-    exports = run_export(family, recipe, run_dir)
-    write_report(run_dir, build_report(family, recipe, run_dir, pruned, exports))
+    exports = run_export(family, recipe, run)
+    atomic_write_json(run.report_json, build_report(family, recipe, run, pruned, exports))
     from .evaluate import evaluate_run
-    return evaluate_run(run_dir, device)
+    return evaluate_run(run, device)

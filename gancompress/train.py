@@ -3,7 +3,7 @@
 It owns epochs, the data streams, logging (every ``train.log_every`` iterations, the only place
 it waits on the device), checkpoints (every ``train.checkpoint_every`` iterations and at the end,
 atomic, with RNG states so a resumed run repeats an uninterrupted one), sample grids and the
-non-finite-loss guard. What an iteration does is the stage's business (``stages.py``).
+non-finite-loss guard. What an iteration does is the stage's business (:mod:`gancompress.stages`).
 
 Under data parallelism (``distributed``) every rank runs this loop on its share of the batches;
 logged losses are means over all ranks, and only rank 0 writes files.
@@ -25,7 +25,9 @@ from .checkpoint import atomic_save, latest, rotate, safe_load
 from .config import Recipe
 from .data.loader import BatchSource
 from .errors import CheckpointError, NonFiniteLossError
+from .fileio import atomic_write
 from .families.base import Family
+from .rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +105,7 @@ def save_grid(rows: list[torch.Tensor], path: Path) -> None:
     n = rows[0].shape[0]
     rows = [r.expand(-1, 3, -1, -1) if r.shape[1] == 1 else r[:, :3] for r in rows]
     grid = torch.cat([r.detach().float().cpu() for r in rows])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torchvision.utils.save_image((grid + 1) / 2, path, nrow=n)
+    atomic_write(path, lambda f: torchvision.utils.save_image((grid + 1) / 2, f, format="png", nrow=n))
 
 
 def _sample_batch(family: Family, recipe: Recipe, count: int = 4) -> dict:
@@ -113,35 +114,36 @@ def _sample_batch(family: Family, recipe: Recipe, count: int = 4) -> dict:
     return torch.utils.data.default_collate(items)
 
 
-def train_stage(stage, family: Family, recipe: Recipe, run_dir: Path, device: torch.device, *,
-                resume: bool, needs_second_batch: bool = False) -> None:
+def train_stage(stage, family: Family, recipe: Recipe, run: RunDir | str | Path, device: torch.device, *,
+                resume: bool) -> None:
     """Run ``stage`` for ``stage.epochs`` epochs, resuming from its latest checkpoint if asked.
 
     Args:
-        stage: a stage object (``stages.SparseStage`` or ``stages.DistillStage``).
+        stage: a stage object (see :mod:`gancompress.stages`); with ``stage.needs_second_batch``
+            every iteration also gets a second, independent batch (stage 3's alpha step).
         family: the family adapter (builds the data).
         recipe: the resolved recipe.
-        run_dir: the run folder; checkpoints go to ``checkpoints/``, grids to ``samples/``.
+        run: the run folder; checkpoints go to ``checkpoints/``, grids to ``samples/``.
         device: where to train.
         resume: continue from ``checkpoints/<stage>-*.pt`` if one exists.
-        needs_second_batch: draw a second, independent batch per iteration (stage 3's alpha step).
 
     Under a process group every rank calls this alike: each reads its share of the batches
     (its position comes from the group, which the gradient averaging also follows), every rank
     starts from and checkpoints rank 0's state, and only rank 0 writes files.
     """
+    run = run if isinstance(run, RunDir) else RunDir(run)
     cfg = recipe.train
     rank, world = distributed.rank(), distributed.world_size()
     writer = rank == 0
     if writer:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = run_dir / "checkpoints"
+        run.root.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = run.checkpoints
     data = family.dataset(recipe.data.train_split, train=True)
     pin = device.type == "cuda"
     workers = recipe.data.num_workers
     source = BatchSource(data, recipe.data.batch_size, recipe.seed, 0, workers, pin, rank=rank, world=world)
     second = (BatchSource(data, recipe.data.batch_size, recipe.seed, 1, workers, pin, rank=rank, world=world)
-              if needs_second_batch else None)
+              if stage.needs_second_batch else None)
     per_epoch = len(source)
     samples = to_device(_sample_batch(family, recipe), device) if writer and cfg.samples_per_epoch else None
 
@@ -162,7 +164,7 @@ def train_stage(stage, family: Family, recipe: Recipe, run_dir: Path, device: to
     distributed.broadcast_state(stage)
 
     def write_checkpoint(e: int, i: int, s: int) -> None:
-        path = ckpt_dir / f"{stage.name}-{s:09d}.pt"
+        path = run.checkpoint(stage.name, s)
         atomic_save({"format": CHECKPOINT_FORMAT, "stage": stage.name, "epoch": e, "iter": i, "step": s,
                      "state": stage.state_dict(), "rng": rng_state()}, path)
         rotate(ckpt_dir, stage.name, cfg.keep_checkpoints)
@@ -174,7 +176,7 @@ def train_stage(stage, family: Family, recipe: Recipe, run_dir: Path, device: to
         distributed.on_main(write_checkpoint, e, i, s)
 
     meter = LossMeter()
-    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path = run.metrics
     total = stage.epochs * per_epoch
     bar = tqdm(total=total, initial=step, desc=stage.name, disable=not writer or None, dynamic_ncols=True)
     started = time.perf_counter()
@@ -212,7 +214,7 @@ def train_stage(stage, family: Family, recipe: Recipe, run_dir: Path, device: to
                 flush(epoch, it)  # never checkpoint a state that went non-finite
                 save_checkpoint(epoch, it, step)
         if samples is not None:
-            save_grid(stage.visuals(samples), run_dir / "samples" / f"{stage.name}-epoch{epoch + 1:04d}.png")
+            save_grid(stage.visuals(samples), run.sample_grid(stage.name, epoch + 1))
         epoch, it = epoch + 1, 0
     flush(epoch, it)
     save_checkpoint(epoch, it, step)

@@ -44,6 +44,6 @@ def tiny_raw(aligned_root):
 
 @pytest.fixture
 def tiny_recipe(tiny_raw):
-    from gancompress.config import recipe_from_dict
+    from gancompress.recipe import recipe_from_dict
 
     return recipe_from_dict(tiny_raw, "tiny.yaml")

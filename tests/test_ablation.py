@@ -62,5 +62,5 @@ def test_tool_reports_a_bad_variant_in_one_line():
                            "--variants", "nope"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "ablate: error: --variants: unknown variant 'nope' (valid: none, plain, selective-local, gcc, dmd, "
+        "gancompress: error: --variants: unknown variant 'nope' (valid: none, plain, selective-local, gcc, dmd, "
         "selective+dmd, glead)"]

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gancompress.config import load_recipe, parse_budget, recipe_from_dict
+from gancompress.config import Budget
+from gancompress.recipe import load_recipe, recipe_from_dict
 from gancompress.errors import RecipeError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,26 +49,35 @@ def test_unknown_family_lists_valid_ones(tiny_raw):
     (("discriminator", "tau"), 1.5, "discriminator.tau: must be <= 1"),
     (("prune", "budget"), -2.0, "prune.budget: a GMACs budget must be a positive number"),
     (("prune", "budget"), "150%", "prune.budget: a ratio budget must lie in"),
+    (("prune", "budget"), 1e300, "prune.budget: a GMACs budget must be a positive number below"),
+    (("seed",), 2**63, "seed: must be <= "),
     (("data", "batch_size"), 0, "data.batch_size: must be >= 1"),
     (("train", "gan_loss"), "wasserstein", "train.gan_loss: expected one of"),
 ])
 def test_out_of_range_values(tiny_raw, key, value, needle):
-    tiny_raw[key[0]][key[1]] = value
+    if len(key) == 1:
+        tiny_raw[key[0]] = value
+    else:
+        tiny_raw[key[0]][key[1]] = value
     assert needle in _error(tiny_raw)
 
 
 def test_overrides_are_typed_and_checked(tiny_raw):
     recipe = recipe_from_dict(tiny_raw, "r.yaml", ["distill.gamma_t=1e3", "prune.budget=0.5"])
     assert recipe.distill.gamma_t == 1000.0
-    assert recipe.prune.budget == 0.5
+    assert recipe.prune.budget == Budget("gmacs", 0.5)
     assert "distill.nope: unknown key" in _error(tiny_raw, ["distill.nope=1"])
 
 
 def test_budget_forms():
-    assert parse_budget(3.0) == ("gmacs", 3.0)
-    assert parse_budget("25%") == ("ratio", 0.25)
+    assert Budget.from_raw(3.0) == Budget("gmacs", 3.0)
+    assert Budget.from_raw("25%") == Budget("ratio", 0.25)
+    assert Budget.from_raw("25%").macs(4_000_000_000) == 1_000_000_000
+    assert Budget.from_raw("3").macs(1) == 3_000_000_000
+    for raw in (3.0, "25%"):
+        assert Budget.from_raw(Budget.from_raw(raw).to_raw()) == Budget.from_raw(raw)
     with pytest.raises(ValueError):
-        parse_budget("lots")
+        Budget.from_raw("lots")
 
 
 def test_recipe_is_frozen(tiny_recipe):

@@ -111,7 +111,7 @@ def test_save_load_round_trip(trained, tmp_path):
 
 def test_load_errors_name_the_file(tmp_path):
     missing = tmp_path / "nope.pt"
-    with pytest.raises(MissingFileError, match="nope.pt.*tools/train_detector.py"):
+    with pytest.raises(MissingFileError, match="nope.pt.*gancompress train-detector"):
         load_classifier(missing)
     foreign = tmp_path / "foreign.pt"
     torch.save({"format": "something-else", "state_dict": {}}, foreign)
@@ -119,13 +119,11 @@ def test_load_errors_name_the_file(tmp_path):
         load_classifier(foreign)
 
 
-# --- tools/train_detector.py ------------------------------------------------------------------
+# --- gancompress train-detector ----------------------------------------------------------------
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("train_detector", ROOT / "tools" / "train_detector.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _detect(*argv: str) -> int:
+    from gancompress.cli import main
+    return main(["train-detector", *argv])
 
 
 @pytest.fixture
@@ -145,7 +143,7 @@ def run_dir(tmp_path, tiny_recipe):
 
 
 def test_tool_trains_and_saves_a_loadable_classifier(run_dir, capsys):
-    assert _tool().main([str(run_dir), "--epochs", "2", "--batch-size", "4", "--device", "cpu"]) == 0
+    assert _detect(str(run_dir), "--epochs", "2", "--batch-size", "4", "--device", "cpu") == 0
     out = run_dir / "detectors" / "teacher_G.pt"
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 1 and printed[0].startswith(f"{out}: held-out accuracy ")
@@ -157,14 +155,13 @@ def test_tool_trains_and_saves_a_loadable_classifier(run_dir, capsys):
 
 
 def test_tool_user_errors_are_one_line_and_exit_2(run_dir, tmp_path, capsys):
-    tool = _tool()
-    assert tool.main([str(tmp_path / "absent")]) == 2
+    assert _detect(str(tmp_path / "absent")) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"train_detector: error: {tmp_path / 'absent'}: run folder not found "
-                   "(pass a folder made by tools/compress.py)"]
-    assert tool.main([str(run_dir), "--role", "student"]) == 2
+    assert err == [f"gancompress: error: {tmp_path / 'absent'}: run folder not found "
+                   "(pass a folder made by gancompress compress)"]
+    assert _detect(str(run_dir), "--role", "student") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("train_detector: error: ")
+    assert len(err) == 1 and err[0].startswith("gancompress: error: ")
     assert str(run_dir / "student" / "generator_G.pt") in err[0]
 
 

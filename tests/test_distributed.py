@@ -105,7 +105,7 @@ def _worker(rank: int, port: int, tmp: str, raw: dict) -> None:
     torch.set_num_threads(1)
     from gancompress import distributed, pipeline
     from gancompress.cli import main
-    from gancompress.config import recipe_from_dict
+    from gancompress.recipe import recipe_from_dict
 
     writes: list[str] = []
     if rank != 0:

@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from gancompress.config import recipe_from_dict
+from gancompress.recipe import recipe_from_dict
+from gancompress.rundir import RunDir
 from gancompress.data.demo_cyclegan import make_cyclegan_demo
 from gancompress.data.unaligned import DomainDataset, UnalignedDataset
 from gancompress.errors import DataError, RecipeError
@@ -20,7 +21,7 @@ from gancompress.families.cyclegan import ImagePool
 from gancompress.metrics.macs import count_macs
 from gancompress.pipeline import compress, run_prune
 from gancompress.prune import prune_to_budget
-from gancompress.stages import DistillStage, SparseStage
+from gancompress.pipeline import make_distill_stage, make_sparse_stage
 from gancompress.train import train_stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,9 +120,9 @@ def test_missing_domain_folder_names_it(tmp_path, unaligned_root, raw):
 
 def test_recipe_checks_of_the_family(raw):
     with pytest.raises(RecipeError, match="model.norm: instance_affine"):
-        _family(raw, "sparse.method=slimming")
+        _family(raw, "sparse.method=slimming")[0].check_recipe()
     with pytest.raises(RecipeError, match="multiple of 4"):
-        _family(raw, "data.crop_size=30")
+        _family(raw, "data.crop_size=30")[0].check_recipe()
     with pytest.raises(RecipeError, match="model.lambda_identity"):
         _family(raw, "model.output_nc=1")
     with pytest.raises(RecipeError, match="prune.budget: expected one budget for each generator"):
@@ -190,7 +191,7 @@ def test_sparse_stage_with_pools_resumes_to_the_same_weights(raw, tmp_path):
 
     def run(run_dir, resume=False, stop_at=None):
         torch.manual_seed(recipe.seed)
-        stage = SparseStage(family, recipe, CPU)
+        stage = make_sparse_stage(family, recipe, CPU)
         if stop_at is not None:
             real, calls = stage.step, []
 
@@ -235,7 +236,7 @@ def test_task_loss_is_cycle_plus_identity(raw):
 def _stage(raw):
     family, recipe = _family(raw)
     torch.manual_seed(0)
-    stage = DistillStage(family, recipe, CPU, {n: family.build_generator(n, 4) for n in NAMES})
+    stage = make_distill_stage(family, recipe, CPU, {n: family.build_generator(n, 4) for n in NAMES})
     data = family.dataset("train", train=True)
     return family, stage, _batch(data, [(0, 1), (1, 2)]), _batch(data, [(2, 3), (3, 4)])
 
@@ -271,7 +272,7 @@ def _features(gen, x):
 def test_distillation_uses_the_main_pass_not_the_cycle_pass(raw, monkeypatch):
     """The cycle and identity terms run each generator again; the taps must keep G(x)'s features,
     for the student and for the teacher."""
-    import gancompress.stages as stages
+    import gancompress.stages.distill as stages
 
     family, stage, batch, batch2 = _stage(raw)
     inputs = family.generator_inputs(batch)
@@ -311,7 +312,7 @@ def test_each_generator_is_pruned_to_its_own_budget(raw, tmp_path):
     family, recipe = _family(raw)
     torch.manual_seed(0)
     gens = nn.ModuleDict({n: family.build_generator(n, 8) for n in NAMES})
-    pruned = run_prune(family, recipe, tmp_path, {"gens": gens.state_dict()})
+    pruned = run_prune(family, recipe, RunDir(tmp_path), {"gens": gens.state_dict()})
     full = count_macs(family.build_generator("AtoB", 8), family.example_input("AtoB")).complete
     for n, ratio in (("AtoB", 0.5), ("BtoA", 0.75)):
         assert pruned[n]["budget"] == round(ratio * full)

@@ -9,7 +9,7 @@ from PIL import Image
 from torch import nn
 from torch.nn.utils import parametrize
 
-from gancompress.config import load_recipe
+from gancompress.recipe import load_recipe
 from gancompress.errors import DataError
 from gancompress.export import export_torchscript, load_generator
 from gancompress.families import get_family
@@ -19,7 +19,7 @@ from gancompress.nets.sagan import SelfAttention
 from gancompress.pipeline import compress
 from gancompress.prune import layer_widths, prune_to_budget, score_groups
 from gancompress.sparsity import penalised_parameters
-from gancompress.stages import DistillStage
+from gancompress.pipeline import make_distill_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 CELEBA = ROOT / "recipes" / "sagan_celeba.yaml"
@@ -218,7 +218,7 @@ def test_recipe_tau_sets_the_active_fraction_of_the_selective_d(faces):
         recipe = _tiny(faces, *extra)
         family = get_family("sagan")(recipe)
         torch.manual_seed(0)
-        return DistillStage(family, recipe, CPU, {"G": family.build_generator("G", 8)})
+        return make_distill_stage(family, recipe, CPU, {"G": family.build_generator("G", 8)})
 
     s = stage()
     d = s.s_discs["G"]

@@ -1,28 +1,20 @@
-"""The fast inference wrapper's CPU fallback and tools/benchmark.py's pruned-vs-uniform comparison.
+"""The fast inference wrapper's CPU fallback and the benchmark's pruned-vs-uniform comparison.
 
 The CUDA paths (graph capture and replay, torch.compile, bf16, channels_last) need a GPU and
 are not exercised here.
 """
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from gancompress.config import load_recipe
+from gancompress.recipe import load_recipe
 from gancompress.families import get_family
 from gancompress.fast_infer import FastGenerator
 from gancompress.metrics.macs import count_macs
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "tools" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _family(name="pix2pix"):
@@ -45,7 +37,7 @@ def test_on_the_cpu_every_mode_falls_back_to_eager_and_stays_in_eval():
 
 
 def test_nearest_uniform_width_is_the_nearest_of_all_widths():
-    bench = _benchmark()
+    from gancompress import benchmark as bench
     family = _family("cyclegan")
     example = family.example_input("AtoB", 1)
     macs = {w: count_macs(family.build_generator("AtoB", w), example).complete for w in range(1, 17)}
@@ -57,8 +49,9 @@ def test_nearest_uniform_width_is_the_nearest_of_all_widths():
 
 def test_benchmark_compares_the_pruned_student_with_a_uniform_one(tmp_path):
     out = tmp_path / "bench.json"
-    code = _benchmark().main([str(ROOT / "recipes" / "demo" / "pix2pix.yaml"), "--no-stage3", "--iters", "1",
-                              "--device", "cpu", "--out", str(out)])
+    from gancompress.cli import main
+    code = main(["benchmark", str(ROOT / "recipes" / "demo" / "pix2pix.yaml"), "--no-stage3", "--iters", "1",
+                 "--device", "cpu", "--out", str(out)])
     assert code == 0
     cmp = json.loads(out.read_text())["pruned_vs_uniform"]
     assert set(cmp["ratio"]) == {"eager_fp32_b1", "eager_fp32_b16"}

@@ -238,7 +238,7 @@ FAMILY_RAWS = {
 @pytest.mark.parametrize("family_name", sorted(FAMILY_RAWS))
 def test_every_family_generator_has_a_measurable_tail(family_name):
     """The generators the families build (not only the nets above) support GLeaD."""
-    from gancompress.config import recipe_from_dict
+    from gancompress.recipe import recipe_from_dict
     from gancompress.families import get_family
 
     recipe = recipe_from_dict({"name": "t", "family": family_name, **FAMILY_RAWS[family_name]})

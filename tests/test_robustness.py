@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from gancompress import checkpoint
-from gancompress.config import recipe_from_dict
+from gancompress.recipe import recipe_from_dict
 from gancompress.data.aligned import AlignedDataset
 from gancompress.errors import CheckpointError, DataError, NonFiniteLossError, RecipeError, WriteError
 from gancompress.families import get_family
-from gancompress.stages import SparseStage
+from gancompress.pipeline import make_sparse_stage
 from gancompress.train import train_stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,10 +82,11 @@ def test_full_disk_chained_in_a_runtime_error_is_recognised(tmp_path, monkeypatc
 def test_unwritable_run_dir_is_reported(tmp_path, tiny_recipe):
     from gancompress.errors import GanCompressError
     from gancompress.pipeline import prepare_run_dir
+    from gancompress.rundir import RunDir
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(GanCompressError, match="cannot write the run folder"):
-        prepare_run_dir(tiny_recipe, blocker / "run", resume=False)
+        prepare_run_dir(tiny_recipe, RunDir(blocker / "run"), resume=False)
 
 
 # --- non-finite losses -------------------------------------------------------------------------
@@ -94,7 +95,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tiny_raw, tmp_path)
     tiny_raw["sparse"]["epochs"] = 2
     recipe = recipe_from_dict(tiny_raw, "tiny.yaml")
     family = get_family("pix2pix")(recipe)
-    stage = SparseStage(family, recipe, torch.device("cpu"))
+    stage = make_sparse_stage(family, recipe, torch.device("cpu"))
     real, calls = stage.step, []
 
     def step(batch, batch2=None):

@@ -4,12 +4,12 @@ import json
 import pytest
 import torch
 
-from gancompress.config import recipe_from_dict
+from gancompress.recipe import recipe_from_dict
 from gancompress.errors import GanCompressError
 from gancompress.export import export_torchscript, load_generator
 from gancompress.families import get_family
 from gancompress.pipeline import compress
-from gancompress.stages import DistillStage, SparseStage
+from gancompress.pipeline import make_distill_stage, make_sparse_stage
 from gancompress.train import train_stage
 
 CPU = torch.device("cpu")
@@ -29,9 +29,9 @@ def test_one_stage3_iteration_updates_each_group_in_order(tiny_raw):
     family = get_family("pix2pix")(tiny_recipe)
     torch.manual_seed(0)
     student = {"G": family.build_generator("G", 4)}
-    stage = DistillStage(family, tiny_recipe, CPU, student)
+    stage = make_distill_stage(family, tiny_recipe, CPU, student)
     order = []
-    for name, opt in stage._optimizers().items():
+    for name, opt in {**stage._optimizers(), "alpha": stage.mode.opt}.items():
         opt.register_step_post_hook(lambda *_a, name=name: order.append(name))
     data = family.dataset("train", train=True)
     batch = torch.utils.data.default_collate([data[(0, 1)], data[(1, 2)]])
@@ -56,7 +56,7 @@ def test_one_stage3_iteration_updates_each_group_in_order(tiny_raw):
 def test_teacher_d_features_give_the_student_a_gradient(tiny_recipe):
     """The teacher D's features of the student output must reach G_S (the reference code detaches)."""
     family = get_family("pix2pix")(tiny_recipe)
-    stage = DistillStage(family, tiny_recipe, CPU, {"G": family.build_generator("G", 4)})
+    stage = make_distill_stage(family, tiny_recipe, CPU, {"G": family.build_generator("G", 4)})
     data = family.dataset("train", train=True)
     batch = torch.utils.data.default_collate([data[(0, 1)], data[(1, 2)]])
     inputs = family.generator_inputs(batch)
@@ -74,7 +74,7 @@ class _Stop(Exception):
 def _run_sparse(recipe, run_dir, resume=False, stop_at=None):
     family = get_family("pix2pix")(recipe)
     torch.manual_seed(recipe.seed)
-    stage = SparseStage(family, recipe, CPU)
+    stage = make_sparse_stage(family, recipe, CPU)
     if stop_at is not None:
         real_step, calls = stage.step, []
 
@@ -146,3 +146,48 @@ def test_evaluate_fills_metrics_latency_onnx_and_writes_markdown(tiny_raw, tmp_p
     from gancompress.cli import main
     assert main(["evaluate", str(run), "--device", "cpu"]) == 0
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+
+
+def _buffers(*modules):
+    return [b.detach().clone() for m in modules for b in m.buffers()]
+
+
+def test_measuring_forwards_leave_running_statistics_alone(tiny_raw, monkeypatch):
+    """Only the ordinary G and D steps move BatchNorm statistics: the teacher D's forwards for the
+    distillation terms and the alpha step's forwards of every net only measure (METHOD 1.3)."""
+    recipe = recipe_from_dict(tiny_raw, "tiny.yaml", ["train.gan_loss=lsgan"])
+    family = get_family("pix2pix")(recipe)
+    torch.manual_seed(0)
+    stage = make_distill_stage(family, recipe, CPU, {"G": family.build_generator("G", 4)})
+    data = family.dataset("train", train=True)
+    batch = torch.utils.data.default_collate([data[(0, 1)], data[(1, 2)]])
+    batch2 = torch.utils.data.default_collate([data[(2, 3)], data[(3, 4)]])
+    seen = {}
+    teacher_step, alpha_step = stage.teacher_update.step, stage.mode.extra_step
+
+    def after_teacher(*args):
+        out = teacher_step(*args)
+        seen["teacher"] = _buffers(stage.t_gens, stage.t_discs)
+        return out
+
+    def before_alpha(*args):
+        seen["student"] = _buffers(stage.s_gens, stage.s_discs)
+        return alpha_step(*args)
+    monkeypatch.setattr(stage.teacher_update, "step", after_teacher)
+    monkeypatch.setattr(stage.mode, "extra_step", before_alpha)
+    start = _buffers(stage.t_gens, stage.t_discs, stage.s_gens, stage.s_discs)
+    stage.step(batch, batch2)
+    teacher_now, student_now = _buffers(stage.t_gens, stage.t_discs), _buffers(stage.s_gens, stage.s_discs)
+    # The ordinary steps did move them (so the comparison below is not vacuous) ...
+    assert any(not torch.equal(a, b) for a, b in zip(start, teacher_now + student_now))
+    # ... and nothing after them did: not the D_T forwards of the distillation, not the alpha step.
+    assert all(torch.equal(a, b) for a, b in zip(seen["teacher"], teacher_now))
+    assert all(torch.equal(a, b) for a, b in zip(seen["student"], student_now))
+
+
+def test_alpha_uses_adams_default_betas_whatever_train_beta1_says(tiny_raw):
+    recipe = recipe_from_dict(tiny_raw, "tiny.yaml", ["train.beta1=0.0", "train.beta2=0.9"])
+    family = get_family("pix2pix")(recipe)
+    stage = make_distill_stage(family, recipe, CPU, {"G": family.build_generator("G", 4)})
+    assert stage.mode.opt.param_groups[0]["betas"] == (0.9, 0.999)
+    assert stage.opt_sg.param_groups[0]["betas"] == (0.0, 0.9)

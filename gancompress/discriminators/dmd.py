@@ -21,14 +21,12 @@ The appendix leaves the mask ratio, the layer d, lambda, m and n_s open; they ar
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import RecipeError
+from ..layers import running_stats_kept
 
 PLACEMENTS = ("feature", "input", "head")
 
@@ -51,18 +49,6 @@ def random_mask(shape: tuple[int, ...], ratio: float, generator: torch.Generator
     if keep.sum() == 0:
         keep.view(-1)[0] = 1.0
     return keep
-
-
-@contextlib.contextmanager
-def running_stats_kept(module: nn.Module) -> Iterator[None]:
-    """Run a measuring forward in training mode without moving BatchNorm's running statistics."""
-    saved = {k: v.clone() for k, v in module.named_buffers()}
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for k, v in module.named_buffers():
-                v.copy_(saved[k])
 
 
 def _widened(layer: nn.Module, k: int) -> nn.Module:

@@ -189,3 +189,56 @@ def reconstruction_loss(decoder: GLeaDDecoder, tail: nn.Module, feats: list[torc
     with torch.no_grad():
         target_feats = vgg(target)
     return F.l1_loss(vgg(recon).float(), target_feats.float())
+
+
+class GLeaDTask:
+    """GLeaD's reconstruction task for the student discriminators (``discriminator.mode: glead``).
+
+    Each student D gets a decoder over the features of its mask points; D's loss gains
+    ``weight * dist(tail(decoder(D features)), image)`` on real and fake inputs, the tail being
+    the student generator's own (applied with detached weights: G's loss is unchanged).
+
+    Args:
+        family: the family adapter (its generator names, example inputs and D inputs).
+        gens: the student generators by name (their tails reconstruct).
+        discs: the student discriminators by name.
+        weight, distance, width: ``discriminator.glead``'s settings.
+        vgg: for the 'perceptual' distance, the frozen VGG feature extractor.
+        device: where the decoders live.
+    """
+
+    def __init__(self, family, gens: nn.ModuleDict, discs: nn.ModuleDict, *, weight: float, distance: str,
+                 width: int, vgg: nn.Module | None, device: torch.device):
+        from ..distill import FeatureTap, tap_channels
+
+        self.weight, self.distance, self.vgg = weight, distance, vgg
+        self.gens = gens
+        names = family.generator_names
+        inputs = {n: family.example_input(n, 1, device) for n in names}
+        self.decoders = nn.ModuleDict()
+        self.taps = {}
+        for n in names:
+            generator_tail(gens[n], family.name)
+            points = discs[n].mask_points()
+            was = gens[n].training
+            gens[n].eval()
+            with torch.no_grad():
+                d_example = family.d_input(n, inputs, gens[n](inputs[n]))
+            gens[n].train(was)
+            channels = tap_channels(discs[n], points, d_example)
+            self.decoders[n] = make_glead_head(gens[n], channels, inputs[n], width, family.name).to(device)
+            self.taps[n] = FeatureTap(points)
+        self._total: list[torch.Tensor] = []
+
+    def term(self, name: str, image: torch.Tensor) -> torch.Tensor:
+        """The weighted reconstruction of ``image`` from the features D ``name`` just computed."""
+        loss = reconstruction_loss(self.decoders[name], generator_tail(self.gens[name]), self.taps[name].outputs,
+                                   image, self.distance, self.vgg)
+        self._total.append(loss.detach())
+        return self.weight * loss
+
+    def pop_total(self) -> torch.Tensor:
+        """The unweighted reconstruction losses since the last call, summed (for the log)."""
+        total = torch.stack(self._total).sum()
+        self._total = []
+        return total

@@ -1,22 +1,28 @@
 """Family adapters and their registry.
 
-A family is one module with one :class:`~gancompress.families.base.Family` subclass named
-``FAMILY``. Adding a family adds its module and one entry below.
+A family is one module with one :class:`~gancompress.families.base.Family` subclass. Adding a
+family adds its module and one entry in :data:`FAMILIES`.
 """
 from __future__ import annotations
 
-import importlib
+from ..errors import RecipeError
+from .base import Family
+from .cyclegan import CycleGANFamily
+from .pix2pix import Pix2PixFamily
+from .sagan import SAGANFamily
+from .srgan import SRGANFamily
 
-FAMILIES = {
-    "pix2pix": "gancompress.families.pix2pix",
-    "cyclegan": "gancompress.families.cyclegan",
-    "sagan": "gancompress.families.sagan",
-    "srgan": "gancompress.families.srgan",
+#: Family name -> adapter class.
+FAMILIES: dict[str, type[Family]] = {
+    "pix2pix": Pix2PixFamily,
+    "cyclegan": CycleGANFamily,
+    "sagan": SAGANFamily,
+    "srgan": SRGANFamily,
 }
 
 
-def get_family(name: str):
-    """The family class registered as ``name``; KeyError lists the valid names."""
+def get_family(name: str) -> type[Family]:
+    """The family class registered as ``name``; RecipeError lists the valid names."""
     if name not in FAMILIES:
-        raise KeyError(f"unknown family {name!r} (valid: {', '.join(sorted(FAMILIES))})")
-    return importlib.import_module(FAMILIES[name]).FAMILY
+        raise RecipeError(f"family: unknown family {name!r} (valid: {', '.join(sorted(FAMILIES))})")
+    return FAMILIES[name]

@@ -14,7 +14,10 @@ import torch
 from torch import nn
 
 from ..config import Recipe
-from ..errors import GanCompressError
+from ..errors import GanCompressError, RecipeError
+
+#: Nets above this many parameters are refused before anything is allocated (4 bytes each).
+MAX_PARAMS = 2_000_000_000
 
 
 class Family(ABC):
@@ -74,6 +77,40 @@ class Family(ABC):
         """The generator as shipped (e.g. spectral norm folded into plain weights)."""
         return generator
 
+    def check_recipe(self) -> None:
+        """Raise RecipeError for a model and data combination that cannot run.
+
+        The default builds every generator (teacher and sparse-model widths) and discriminator on
+        the ``meta`` device, so nothing is allocated, refuses nets beyond :data:`MAX_PARAMS`, and
+        runs them at the recipe's shapes; a family adds checks whose message can name the
+        settings more precisely, before calling this.
+        """
+        names = self.generator_names
+        for ngf, role in ((self.cfg.ngf_teacher, "teacher"), (self.cfg.ngf_student, "sparse model")):
+            with torch.device("meta"):
+                inputs = {n: self.example_input(n, 1, "meta") for n in names}
+                for n in names:
+                    key = "model.ngf_teacher" if role == "teacher" else "model.ngf_student"
+                    try:
+                        g = self.build_generator(n, ngf).eval()
+                        d = self.build_discriminator(n).eval()
+                    except (RuntimeError, ValueError, OverflowError) as exc:
+                        raise RecipeError(f"model: the {role} generator {n} (ngf {ngf}) or its discriminator cannot "
+                                          f"be built ({str(exc).splitlines()[0]}); choose a smaller {key}") from None
+                    size = sum(p.numel() for p in g.parameters())
+                    if size > MAX_PARAMS:
+                        raise RecipeError(f"model: the {role} generator {n} (ngf {ngf}) would have {size:.3g} "
+                                          f"parameters; choose a smaller {key}")
+                    try:
+                        with torch.no_grad():
+                            d(self.d_input(n, inputs, g(inputs[n])))
+                    except (RuntimeError, ValueError) as exc:
+                        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                        raise RecipeError(
+                            f"model: the {role} generator {n} and its discriminator cannot run on the recipe's "
+                            f"input {tuple(inputs[n].shape)} ({why}); check the model section's depth settings "
+                            "against the data's crop size") from None
+
     # --- data -----------------------------------------------------------------------------
     @abstractmethod
     def dataset(self, split: str, train: bool) -> torch.utils.data.Dataset:
@@ -86,7 +123,7 @@ class Family(ABC):
     def synthetic_batch(self, batch_size: int, device: torch.device) -> dict:
         """A random batch of the recipe's shapes, for benchmarks without data."""
         raise GanCompressError(f"the {self.name} family has no synthetic batch for benchmarks yet; "
-                               "run tools/benchmark.py without --synthetic on the recipe's data")
+                               "run gancompress benchmark without --synthetic on the recipe's data")
 
     @abstractmethod
     def generator_inputs(self, batch: dict) -> dict[str, torch.Tensor]:

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import _range
 from ..data.unaligned import DomainDataset, UnalignedDataset, domain_files
 from ..errors import RecipeError
+from ..schema import bounded
 from ..metrics.image import to_unit
 from ..nets.init import init_normal
 from ..nets.patchgan import PatchDiscriminator
@@ -39,18 +39,18 @@ class CycleGANModel:
     """
 
     netG: Literal["resnet", "mobile"] = "resnet"
-    n_blocks: int = field(default=9, metadata=_range(1))
-    ngf_teacher: int = field(default=64, metadata=_range(1))
-    ngf_student: int = field(default=24, metadata=_range(1))
-    ndf: int = field(default=64, metadata=_range(1))
-    n_layers_D: int = field(default=3, metadata=_range(1))
+    n_blocks: int = field(default=9, metadata=bounded(1))
+    ngf_teacher: int = field(default=64, metadata=bounded(1))
+    ngf_student: int = field(default=24, metadata=bounded(1))
+    ndf: int = field(default=64, metadata=bounded(1))
+    n_layers_D: int = field(default=3, metadata=bounded(1))
     norm: Literal["instance", "instance_affine"] = "instance"
     dropout: bool = False
-    input_nc: int = field(default=3, metadata=_range(1))
-    output_nc: int = field(default=3, metadata=_range(1))
-    lambda_cycle: float = field(default=10.0, metadata=_range(0))
-    lambda_identity: float = field(default=0.5, metadata=_range(0))
-    pool_size: int = field(default=50, metadata=_range(0))
+    input_nc: int = field(default=3, metadata=bounded(1))
+    output_nc: int = field(default=3, metadata=bounded(1))
+    lambda_cycle: float = field(default=10.0, metadata=bounded(0))
+    lambda_identity: float = field(default=0.5, metadata=bounded(0))
+    pool_size: int = field(default=50, metadata=bounded(0))
 
     def validate(self) -> str | None:
         if self.lambda_identity > 0 and self.input_nc != self.output_nc:
@@ -127,13 +127,19 @@ class CycleGANFamily(Family):
 
     def __init__(self, recipe):
         super().__init__(recipe)
-        if recipe.data.crop_size % 4:
-            raise RecipeError(f"data.crop_size: the ResNet generator needs a multiple of 4, got "
-                              f"{recipe.data.crop_size}")
-        if recipe.sparse.method == "slimming" and self.cfg.norm == "instance":
+        self.pools: dict[str, ImagePool] = {}
+
+    def check_recipe(self) -> None:
+        d = self.recipe.data
+        if d.crop_size % 4:
+            raise RecipeError(f"data.crop_size: the ResNet generator needs a multiple of 4, got {d.crop_size}")
+        if d.crop_size > d.load_size:
+            raise RecipeError(f"data.crop_size: {d.crop_size} is larger than data.load_size {d.load_size}; "
+                              "crops are taken from the image resized to load_size")
+        if self.recipe.sparse.method == "slimming" and self.cfg.norm == "instance":
             raise RecipeError("sparse.method: slimming needs norm layers with scales, and model.norm 'instance' "
                               "has none; set sparse.method: l1 or model.norm: instance_affine")
-        self.pools: dict[str, ImagePool] = {}
+        super().check_recipe()
 
     def _channels(self, name: str) -> tuple[int, int]:
         c = self.cfg

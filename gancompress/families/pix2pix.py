@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import _range
+from ..errors import RecipeError
+from ..schema import bounded
 from ..data.aligned import AlignedDataset
 from ..nets.init import init_normal
 from ..nets.patchgan import PatchDiscriminator
@@ -21,17 +22,17 @@ class Pix2PixModel:
     """The recipe's ``model`` section for pix2pix."""
 
     netG: Literal["unet", "resnet"] = "unet"
-    num_downs: int = field(default=8, metadata=_range(5))
-    n_blocks: int = field(default=9, metadata=_range(1))
-    ngf_teacher: int = field(default=64, metadata=_range(1))
-    ngf_student: int = field(default=32, metadata=_range(1))
-    ndf: int = field(default=128, metadata=_range(1))
-    n_layers_D: int = field(default=3, metadata=_range(1))
+    num_downs: int = field(default=8, metadata=bounded(5))
+    n_blocks: int = field(default=9, metadata=bounded(1))
+    ngf_teacher: int = field(default=64, metadata=bounded(1))
+    ngf_student: int = field(default=32, metadata=bounded(1))
+    ndf: int = field(default=128, metadata=bounded(1))
+    n_layers_D: int = field(default=3, metadata=bounded(1))
     norm: Literal["batch", "instance", "instance_affine"] = "batch"
     dropout: bool = True
-    input_nc: int = field(default=3, metadata=_range(1))
-    output_nc: int = field(default=3, metadata=_range(1))
-    l1_weight: float = field(default=100.0, metadata=_range(0))
+    input_nc: int = field(default=3, metadata=bounded(1))
+    output_nc: int = field(default=3, metadata=bounded(1))
+    l1_weight: float = field(default=100.0, metadata=bounded(0))
 
 
 class Pix2PixFamily(Family):
@@ -53,6 +54,19 @@ class Pix2PixFamily(Family):
         c = self.cfg
         d_norm = "batch" if c.norm == "batch" else "instance"
         return init_normal(PatchDiscriminator(c.input_nc + c.output_nc, c.ndf, c.n_layers_D, d_norm))
+
+    def check_recipe(self) -> None:
+        c, d = self.cfg, self.recipe.data
+        if d.crop_size > d.load_size:
+            raise RecipeError(f"data.crop_size: {d.crop_size} is larger than data.load_size {d.load_size}; "
+                              "crops are taken from the image resized to load_size")
+        if c.netG == "unet" and d.crop_size % 2 ** c.num_downs:
+            raise RecipeError(f"model.num_downs: a U-Net with {c.num_downs} downsamplings needs a crop size that is "
+                              f"a multiple of {2 ** c.num_downs}, got data.crop_size {d.crop_size}; lower "
+                              "model.num_downs or change the crop size")
+        if c.netG == "resnet" and d.crop_size % 4:
+            raise RecipeError(f"data.crop_size: the ResNet generator needs a multiple of 4, got {d.crop_size}")
+        super().check_recipe()
 
     def example_input(self, name: str, batch: int = 1, device="cpu") -> torch.Tensor:
         size = self.recipe.data.crop_size

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import _range
+from ..schema import bounded
 from ..data.imagefolder import ImageFolderDataset
 from ..errors import DataError
 from ..metrics.image import to_unit
@@ -41,11 +41,11 @@ LAYOUT = ("a flat folder of RGB images, e.g. CelebA's img_align_celeba/ (an empt
 class SAGANModel:
     """The recipe's ``model`` section for sagan (GCC appendix Table I: ngf 64 / 48, ndf 64)."""
 
-    z_dim: int = field(default=128, metadata=_range(1))
-    ngf_teacher: int = field(default=64, metadata=_range(1))
-    ngf_student: int = field(default=48, metadata=_range(1))
-    ndf: int = field(default=64, metadata=_range(1))
-    image_size: int = field(default=64, metadata=_range(1))
+    z_dim: int = field(default=128, metadata=bounded(1))
+    ngf_teacher: int = field(default=64, metadata=bounded(1))
+    ngf_student: int = field(default=48, metadata=bounded(1))
+    ndf: int = field(default=64, metadata=bounded(1))
+    image_size: int = field(default=64, metadata=bounded(1))
 
     def validate(self) -> str | None:
         if self.image_size != 64:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import _range
+from ..schema import bounded
 from ..data.sr import SRDataset, bicubic_upscale
 from ..nets.srresnet import SRDiscriminator, SRResNet
 from ..vgg import VGGFeatures, missing_weights_error, vgg19_layer_names
@@ -50,18 +50,18 @@ class SRGANModel:
         adv_weight: factor on G's adversarial loss (1e-3 in SRGAN).
     """
 
-    scale: int = field(default=4, metadata=_range(2))
-    n_blocks: int = field(default=16, metadata=_range(1))
-    ngf_teacher: int = field(default=64, metadata=_range(1))
-    ngf_student: int = field(default=24, metadata=_range(1))
-    ndf: int = field(default=64, metadata=_range(1))
-    d_blocks: int = field(default=8, metadata=_range(2))
-    d_fc: int = field(default=1024, metadata=_range(1))
-    lr_crop: int = field(default=24, metadata=_range(1))
+    scale: int = field(default=4, metadata=bounded(2))
+    n_blocks: int = field(default=16, metadata=bounded(1))
+    ngf_teacher: int = field(default=64, metadata=bounded(1))
+    ngf_student: int = field(default=24, metadata=bounded(1))
+    ndf: int = field(default=64, metadata=bounded(1))
+    d_blocks: int = field(default=8, metadata=bounded(2))
+    d_fc: int = field(default=1024, metadata=bounded(1))
+    lr_crop: int = field(default=24, metadata=bounded(1))
     content_loss: Literal["vgg", "mse"] = "vgg"
     vgg_layer: str = "relu5_4"
-    content_weight: float = field(default=1.0, metadata=_range(0))
-    adv_weight: float = field(default=1e-3, metadata=_range(0))
+    content_weight: float = field(default=1.0, metadata=bounded(0))
+    adv_weight: float = field(default=1e-3, metadata=bounded(0))
 
     def validate(self) -> str | None:
         """A problem with the section (prefixed by 'model.' in the error), or None."""

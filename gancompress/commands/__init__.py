@@ -1,0 +1,29 @@
+"""The subcommands of ``gancompress``, one module each.
+
+A command module has ``NAME``, ``HELP`` (one line for the command list), a docstring (its
+``--help`` description), ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status).
+User mistakes are raised as :class:`~gancompress.errors.GanCompressError`; ``cli.main`` prints
+them in one line and exits 2. Adding a command is one module and one entry below.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+#: Subcommand name -> module (imported when the command runs, so ``--help`` stays fast).
+COMMANDS: dict[str, str] = {
+    "compress": "compress",
+    "prune": "compress",
+    "export": "export",
+    "evaluate": "evaluate",
+    "macs": "macs",
+    "ablate": "ablate",
+    "benchmark": "benchmark",
+    "train-detector": "train_detector",
+    "make-demo-data": "demo_data",
+    "prepare-cityscapes": "prepare_cityscapes",
+}
+
+
+def command_module(name: str) -> ModuleType:
+    return importlib.import_module(f"{__name__}.{COMMANDS[name]}")

@@ -1,0 +1,52 @@
+"""Run every stage of a recipe: sparse teacher, prune, distil, export and report.
+
+``gancompress prune`` runs the stages up to pruning and prints the pruned MACs. Under torchrun
+(``torchrun --nproc_per_node=N --no-python gancompress compress RECIPE``) every process trains
+data-parallel and rank 0 prints the results.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .common import add_recipe_args, add_run_args
+
+NAME = "compress"
+HELP = "run every stage of a recipe: sparse teacher, prune, distill, export, report"
+
+
+def add_arguments(p) -> None:
+    add_recipe_args(p)
+    add_run_args(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved recipe, the teacher's MACs and the budget; touch no data")
+
+
+def run(args) -> int:
+    from .. import distributed
+    from ..pipeline import compress, describe
+    from ..recipe import load_recipe
+
+    until = "prune" if args.command == "prune" else "report"
+    launch = distributed.launch_env()
+    leader = launch is None or launch.rank == 0  # only rank 0 prints results
+    # Recipe errors come before the process group, alike on every rank.
+    recipe = load_recipe(args.recipe, args.overrides)
+    if getattr(args, "dry_run", False):
+        if leader:
+            print(describe(recipe))
+        return 0
+    run_dir = args.run_dir if args.run_dir is not None else Path(recipe.output_dir) / recipe.name
+    with distributed.process_group(args.device):
+        result = compress(recipe, run_dir, resume=args.resume, device=args.device, until=until)
+    if not leader:
+        return 0
+    if until == "report":
+        for name, g in result["generators"].items():
+            print(f"{name}: teacher {g['teacher']['macs']:.4g} GMACs -> student {g['student']['macs']:.4g} GMACs "
+                  f"(complete {g['student']['macs_complete']:.4g}, budget {g['budget']:.4g}), "
+                  f"params {g['teacher']['params']:.4g} M -> {g['student']['params']:.4g} M")
+        print(f"report: {Path(run_dir) / 'report.json'}")
+    else:
+        print(json.dumps(result, indent=2))
+    return 0

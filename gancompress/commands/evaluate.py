@@ -1,0 +1,24 @@
+"""Measure a finished run's task metric and latency, and write report.json and report.md."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .common import add_device_arg
+
+NAME = "evaluate"
+HELP = "task metric and latency of a finished run; writes report.md"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("run_dir", type=Path, help="the run folder, e.g. runs/demo_pix2pix")
+    add_device_arg(p)
+
+
+def run(args) -> int:
+    from ..evaluate import evaluate_run
+
+    report = evaluate_run(args.run_dir, args.device)
+    print(json.dumps({n: g.get("metrics", {}) for n, g in report["generators"].items()}, indent=2))
+    print(f"report: {args.run_dir / 'report.md'}")
+    return 0

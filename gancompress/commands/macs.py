@@ -1,0 +1,28 @@
+"""MACs (thop's count and the complete one) and parameters of a recipe's teacher, or of a generator file."""
+from __future__ import annotations
+
+import json
+
+NAME = "macs"
+HELP = "MACs and params of a recipe's teacher, or of a generator file"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("target", help="a recipe YAML or a generator .pt file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a recipe key (recipes only; repeatable)")
+
+
+def run(args) -> int:
+    from ..export import load_generator
+    from ..metrics.macs import count_macs
+    from ..pipeline import describe
+    from ..recipe import load_recipe
+
+    if args.target.endswith((".yaml", ".yml")):
+        print(describe(load_recipe(args.target, args.overrides)))
+        return 0
+    generator, meta = load_generator(args.target)
+    m = count_macs(generator, meta["family"].example_input(meta["name"], 1))
+    print(json.dumps(m.as_dict(), indent=2))
+    return 0

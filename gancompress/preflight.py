@@ -1,0 +1,96 @@
+"""Every check that can fail a run, made before stage 1 trains.
+
+A mistake in a recipe must cost seconds, not the hours of stage 1: :func:`preflight` runs the
+checks that would otherwise surface in stage 2 (a budget the sparse model cannot reach), stage 3
+(discriminator layers, mode settings, classifier files), export or evaluation (missing evaluator
+files, validation images), and raises the first problem as a one-line
+:class:`~gancompress.errors.GanCompressError`. It builds nothing on the training device: the
+shape checks run on the ``meta`` device and the MAC counts on small CPU nets.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from . import distributed
+from .config import Recipe
+from .detector import load_classifiers
+from .discriminators.modes import make_mode
+from .errors import MissingFileError, RecipeError
+from .families.base import Family
+from .metrics.macs import count_macs
+from .optim import resolve_amp
+from .stages.distill import d_layer_points
+
+
+def preflight(family: Family, recipe: Recipe, device: torch.device) -> None:
+    """Raise the first user error a run of ``recipe`` on ``device`` would meet.
+
+    Args:
+        family: the family adapter built from ``recipe``.
+        recipe: the resolved recipe.
+        device: the training device.
+    """
+    check_device(recipe, device)
+    check_stage_settings(recipe)
+    family.check_recipe()
+    check_budgets(family, recipe)
+    check_stage3(family, recipe)
+    check_files(recipe)
+    family.check_data()
+
+
+def check_device(recipe: Recipe, device: torch.device) -> None:
+    """Precision and SyncBatchNorm against the device; DataLoader workers against the machine."""
+    resolve_amp(recipe.train.amp, device)
+    if recipe.train.sync_bn and distributed.world_size() > 1 and device.type != "cuda":
+        raise RecipeError("train.sync_bn: SyncBatchNorm runs on CUDA devices only; set train.sync_bn: false "
+                          "for processes on the CPU")
+    cores = os.cpu_count() or 1
+    if recipe.data.num_workers > 4 * cores:
+        raise RecipeError(f"data.num_workers: {recipe.data.num_workers} worker processes on a machine with "
+                          f"{cores} cores would only compete for them; choose at most {cores}")
+
+
+def check_stage_settings(recipe: Recipe) -> None:
+    """Settings that only make sense together."""
+    if recipe.distill.teacher != "scratch" and recipe.model.ngf_teacher != recipe.model.ngf_student:
+        raise RecipeError(f"distill.teacher: '{recipe.distill.teacher}' continues the stage-1 model, so "
+                          "model.ngf_teacher must equal model.ngf_student; use distill.teacher: scratch")
+
+
+def check_budgets(family: Family, recipe: Recipe) -> None:
+    """Each budget must lie below the sparse model's MACs (pruning only removes channels)."""
+    for n in family.generator_names:
+        example = family.example_input(n, 1)
+        teacher = count_macs(family.build_generator(n, recipe.model.ngf_teacher), example).complete
+        sparse = (teacher if recipe.model.ngf_student == recipe.model.ngf_teacher else
+                  count_macs(family.build_generator(n, recipe.model.ngf_student), example).complete)
+        budget = recipe.prune.budget_for(n)
+        macs = budget.macs(teacher)
+        if macs >= sparse:
+            raise RecipeError(
+                f"prune.budget: {budget} for generator {n} is {macs / 1e9:.4g} GMACs, not below the sparse "
+                f"model's {sparse / 1e9:.4g} GMACs (model.ngf_student {recipe.model.ngf_student}); lower the "
+                "budget or raise model.ngf_student")
+
+
+def check_stage3(family: Family, recipe: Recipe) -> None:
+    """The student discriminator's mode, the distilled D layers and the classifiers, on the CPU."""
+    mode = make_mode(recipe.discriminator, seed=recipe.seed, vgg19_weights=recipe.eval.vgg19_weights)
+    mode.check(family, recipe.model.ngf_student)
+    for n in family.generator_names:
+        d_layer_points(family.build_discriminator(n), recipe.distill.d_layers, family.name)
+    load_classifiers(recipe.classifier.paths, family.generator_names, torch.device("cpu"))
+
+
+def check_files(recipe: Recipe) -> None:
+    """Evaluator files the recipe names must exist now, not when the run is evaluated."""
+    named = {"eval.segmenter": recipe.eval.segmenter, "eval.inception_weights": recipe.eval.inception_weights,
+             "eval.fid_extractor": recipe.eval.fid_extractor, "eval.vgg19_weights": recipe.eval.vgg19_weights}
+    for key, path in named.items():
+        if path and not Path(path).exists():
+            raise MissingFileError(f"{key}: {path} does not exist; put the file there or change {key} "
+                                   "(see the README's recipe reference for where it comes from)")
