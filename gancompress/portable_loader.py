@@ -104,7 +104,9 @@ class ResnetBlock(nn.Module):
         bias = norm != "batch"
 
         def conv():
-            return SeparableConv2d(dim, dim, 3, norm=norm, bias=bias) if separable else nn.Conv2d(dim, dim, 3, bias=bias)
+            if separable:
+                return SeparableConv2d(dim, dim, 3, norm=norm, bias=bias)
+            return nn.Conv2d(dim, dim, 3, bias=bias)
 
         layers = [nn.ReflectionPad2d(1), conv(), _norm(norm, dim), nn.ReLU()]
         if dropout:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -118,8 +118,8 @@ class GeneratorFileInfo:
         return out
 
     def summary(self) -> str:
-        """One line for logs and ``--dry-run``, e.g. 'pytorch-CycleGAN-and-pix2pix U-Net
-        (netG unet, ngf 64, num_downs 8, norm batch, dropout unknown, 3->3 channels)'."""
+        """One line for logs and ``--dry-run``, e.g. 'pytorch-CycleGAN-and-pix2pix U-Net (netG unet,
+        ngf_teacher 64, num_downs 8, norm batch, dropout unknown, 3->3 channels)'."""
         s = self.settings()
         parts = [f"{k} {v}" for k, v in s.items() if k not in ("input_nc", "output_nc", "family")]
         if self.netG == "unet" and self.dropout is None:
@@ -273,9 +273,7 @@ def _d_key_table(n_layers: int) -> dict[str, str]:
 @dataclass
 class _Parsed:
     info: GeneratorFileInfo
-    state: dict[str, torch.Tensor]        # the file's tensors in the file's naming, buffers patched
-    arch: dict | None = None              # a gancompress file's architecture record
-    model_section: dict = field(default_factory=dict)
+    state: dict[str, torch.Tensor]  # the file's tensors in the file's naming, norm buffers patched
 
 
 def _norm_at(state: dict, norm: str, conv: str) -> str:
@@ -396,7 +394,7 @@ def _parse_gancompress(obj: dict, path: Path, digest: str) -> _Parsed:
         norm=model.get("norm") if netG else None, dropout=model.get("dropout") if netG else None,
         input_nc=model.get("input_nc") if netG else None, output_nc=model.get("output_nc") if netG else None,
         family=str(obj["family"]), generator=str(obj["generator"]))
-    parsed = _Parsed(info, dict(state), arch=obj.get("arch"), model_section=model)
+    parsed = _Parsed(info, dict(state))
     if netG is not None and None not in (info.norm, info.input_nc, info.output_nc, info.num_downs or info.n_blocks):
         if obj["generator"] == "BtoA":  # cyclegan's BtoA reads domain B: channels swap
             parsed.info = replace(info, input_nc=info.output_nc, output_nc=info.input_nc)

@@ -212,7 +212,7 @@ def test_cyclegan_unet_loads_and_computes_the_same(tmp_path, num_downs, size, no
     fam = pix2pix(num_downs=num_downs, norm=norm, dropout=dropout, output_nc=2)
     assert recipe_mismatches(info, fam.cfg) == {}
     ours, _ = build_pretrained_generator(path, fam, "G", 8)
-    x = torch.rand(2, 3, size, size) * 2 - 1
+    x = torch.rand(256 // size, 3, size, size) * 2 - 1  # batch 1 at 256: batch norm still sees 2x2 maps
     assert_same_outputs(ref, ours, x, dropout)
 
 
@@ -276,6 +276,16 @@ def test_our_state_dicts_and_generator_files_load(tmp_path):
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
     with pytest.raises(CheckpointError, match="family cyclegan.*set family: cyclegan"):
         load_pretrained_generator(path, pix2pix(), "G", 8)
+
+    narrow = pix2pix(ngf_teacher=4).build_generator("G", 4)  # weights narrower than the recorded ngf
+    path = save_generator(tmp_path / "pruned.pt", narrow, fam.recipe, "G", 8)
+    assert inspect_generator_file(path).pruned
+    with pytest.raises(CheckpointError, match="pruned weights"):
+        load_pretrained_generator(path, fam, "G", 8)
+
+    state = {f"module.{k}": v for k, v in randomise(RefUnet(3, 3, 7, 8), seed=0).state_dict().items()}
+    info = inspect_generator_file(save(state, tmp_path / "dataparallel.pth"))
+    assert info.layout == "cyclegan-unet" and any("'module.'" in n for n in info.notes)
 
 
 def one_line(exc_info) -> str:
