@@ -19,8 +19,12 @@ Layouts (file -> our net):
   block, so it shifts no index and leaves no trace: whether the file was trained with dropout
   cannot be read from it.
 - ``cyclegan-resnet``: ``ResnetGenerator``; our ResnetGenerator keeps its module tree, so keys
-  map to themselves. Dropout sits between a block's two convs and shifts the second conv from
-  ``conv_block.5`` to ``conv_block.6``, so it can be read.
+  map to themselves. A dropout layer sits between a residual block's two convs and shifts the
+  second conv from ``conv_block.5`` to ``conv_block.6``; its rate is not in the file (pix2pix's
+  code uses 0.5; GAN Compression's always has the layer, at rate 0 by default). Dropout does
+  nothing in eval mode, so a file loads whatever ``model.dropout`` says: the indices are shifted
+  to the recipe's net. A file without the layer implies ``dropout: false``; one with it implies
+  nothing.
 
 Norms: ``norm='batch'`` has affine BatchNorm with running statistics and convs without bias;
 ``norm='instance'`` is ``InstanceNorm2d(affine=False)`` and convs with bias. Old files (torch
@@ -55,8 +59,6 @@ LAYOUTS = ("gancompress", "ours-state-dict", "cyclegan-unet", "cyclegan-resnet")
 D_LAYOUTS = ("ours-state-dict", "cyclegan-patchgan")
 
 # recipe ``model`` keys that describe a generator's architecture (what a file can imply)
-ARCH_KEYS = ("netG", "ngf_teacher", "num_downs", "n_blocks", "norm", "dropout", "input_nc", "output_nc")
-
 _RUNNING = ("running_mean", "running_var", "num_batches_tracked")
 _LAYOUT_WORDS = {"gancompress": "gancompress generator file",
                  "ours-state-dict": "gancompress state dict",
@@ -78,7 +80,8 @@ class GeneratorFileInfo:
         num_downs: U-Net depth (7 for unet_128, 8 for unet_256); None otherwise.
         n_blocks: ResNet residual blocks; None otherwise.
         norm: 'batch', 'instance' or 'instance_affine'.
-        dropout: whether the net has dropout; None where the file cannot tell (U-Net).
+        dropout: whether the net was trained with dropout; None where the file cannot tell (the
+            U-Net's dropout has no weights; a ResNet block's dropout layer has no rate).
         input_nc, output_nc: image channels in and out.
         family: the family recorded in a gancompress file; None otherwise.
         generator: the generator name recorded in a gancompress file ('G', 'AtoB', ...).
@@ -122,7 +125,7 @@ class GeneratorFileInfo:
         ngf_teacher 64, num_downs 8, norm batch, dropout unknown, 3->3 channels)'."""
         s = self.settings()
         parts = [f"{k} {v}" for k, v in s.items() if k not in ("input_nc", "output_nc", "family")]
-        if self.netG == "unet" and self.dropout is None:
+        if self.netG is not None and self.dropout is None:
             parts.append("dropout unknown")
         if self.input_nc is not None:
             parts.append(f"{self.input_nc}->{self.output_nc} channels")
@@ -244,9 +247,25 @@ def unet_key_table(num_downs: int) -> dict[str, str]:
     return table
 
 
-def _ours_to_file(layout: str, target: nn.Module) -> dict[str, str]:
-    """Our state-dict keys of ``target`` -> the key the file uses for them (identity if same)."""
+def _ours_to_file(layout: str, target: nn.Module, dropout_slot: bool | None = None) -> dict[str, str]:
+    """Our state-dict keys of ``target`` -> the key the file uses for them (identity if same).
+
+    ``dropout_slot``: whether the file's residual blocks hold a dropout layer (None: not a ResNet
+    file); where ``target``'s blocks differ, the indices after the slot are shifted.
+    """
     keys = list(target.state_dict())
+    if dropout_slot is not None and isinstance(target, ResnetGenerator):
+        target_slot = any(isinstance(m, nn.Dropout) for m in target.modules())
+        shift = int(dropout_slot) - int(target_slot)
+        if shift == 0:
+            return {k: k for k in keys}
+        out = {}
+        for k in keys:
+            parts = k.split(".")
+            if len(parts) > 3 and parts[2] == "conv_block" and int(parts[3]) > 4:
+                parts[3] = str(int(parts[3]) + shift)
+            out[k] = ".".join(parts)
+        return out
     if layout == "cyclegan-unet" and isinstance(target, UnetGenerator):
         table = unet_key_table(len(target.downs))
         out = {}
@@ -274,6 +293,7 @@ def _d_key_table(n_layers: int) -> dict[str, str]:
 class _Parsed:
     info: GeneratorFileInfo
     state: dict[str, torch.Tensor]  # the file's tensors in the file's naming, norm buffers patched
+    dropout_slot: bool | None = None  # ResNet files: whether blocks hold a dropout layer
 
 
 def _norm_at(state: dict, norm: str, conv: str) -> str:
@@ -366,17 +386,20 @@ def _parse_resnet(state: dict, path: Path, digest: str, notes: tuple) -> _Parsed
     what = "gancompress mobile ResNet" if mobile else _LAYOUT_WORDS[layout]
     blocks = sorted({int(k.split(".")[1]) for k in state if k.startswith("model.") and ".conv_block." in k})
     n_blocks = len(blocks)
-    # dropout moves a block's second conv from index 5 to 6 (index 6 is otherwise its norm)
-    dropout = any((k.endswith(".conv_block.6.weight") and v.dim() == 4) or ".conv_block.6.conv." in k
-                  for k, v in state.items())
+    # a dropout layer moves a block's second conv from index 5 to 6 (index 6 is otherwise its norm)
+    slot = any((k.endswith(".conv_block.6.weight") and v.dim() == 4) or ".conv_block.6.conv." in k
+               for k, v in state.items())
     w_in = _need(state, "model.1.weight", path, what)
     w_out = _need(state, f"model.{n_blocks + 17}.weight", path, f"{what} with {n_blocks} blocks")
     norm = _norm_at(state, "model.2", "model.1")
     _check_norm(norm, path)
     info = GeneratorFileInfo(str(path), digest, layout, netG="mobile" if mobile else "resnet",
-                             ngf=int(w_in.shape[0]), n_blocks=n_blocks, norm=norm, dropout=dropout,
+                             ngf=int(w_in.shape[0]), n_blocks=n_blocks, norm=norm, dropout=None if slot else False,
                              input_nc=int(w_in.shape[1]), output_nc=int(w_out.shape[0]), notes=notes)
-    return _finish(_Parsed(info, state), path)
+    if slot:
+        info = replace(info, notes=info.notes + ("its residual blocks hold a dropout layer of unknown rate "
+                                                 "(0.5 in pix2pix's code, 0 by default in GAN Compression's)",))
+    return _finish(_Parsed(info, state, dropout_slot=slot), path)
 
 
 def _parse_gancompress(obj: dict, path: Path, digest: str) -> _Parsed:
@@ -394,7 +417,7 @@ def _parse_gancompress(obj: dict, path: Path, digest: str) -> _Parsed:
         norm=model.get("norm") if netG else None, dropout=model.get("dropout") if netG else None,
         input_nc=model.get("input_nc") if netG else None, output_nc=model.get("output_nc") if netG else None,
         family=str(obj["family"]), generator=str(obj["generator"]))
-    parsed = _Parsed(info, dict(state))
+    parsed = _Parsed(info, dict(state), dropout_slot=bool(info.dropout) if netG in ("resnet", "mobile") else None)
     if netG is not None and None not in (info.norm, info.input_nc, info.output_nc, info.num_downs or info.n_blocks):
         if obj["generator"] == "BtoA":  # cyclegan's BtoA reads domain B: channels swap
             parsed.info = replace(info, input_nc=info.output_nc, output_nc=info.input_nc)
@@ -410,14 +433,14 @@ def _canonical(info: GeneratorFileInfo) -> nn.Module:
         if info.netG == "unet":
             return UnetGenerator(info.input_nc, info.output_nc, info.num_downs, info.ngf, info.norm, False)
         cls = MobileResnetGenerator if info.netG == "mobile" else ResnetGenerator
-        return cls(info.input_nc, info.output_nc, info.ngf, info.n_blocks, info.norm, bool(info.dropout))
+        return cls(info.input_nc, info.output_nc, info.ngf, info.n_blocks, info.norm, info.dropout is not False)
 
 
 def _finish(parsed: _Parsed, path: Path) -> _Parsed:
     """Patch norm buffers and check every key and shape against the net the file implies."""
     info = parsed.info
     reference = _canonical(info)
-    to_file = _ours_to_file(info.layout, reference)
+    to_file = _ours_to_file(info.layout, reference, parsed.dropout_slot)
     expected = {to_file[k]: (k, tuple(v.shape)) for k, v in reference.state_dict().items()}
     parsed.state, notes = _patch_norm_buffers(parsed.state, info.norm, expected)
     parsed.info = replace(info, notes=info.notes + notes)
@@ -545,7 +568,7 @@ def load_pretrained_generator(path: str | Path, family, name: str, ngf: int, *,
                               f"{family_name}; set family: {info.family} or use a {family_name} generator")
     with torch.device("meta"):
         target = family.build_generator(name, ngf)
-    to_file = _ours_to_file(info.layout, target)
+    to_file = _ours_to_file(info.layout, target, parsed.dropout_slot)
     expected = {to_file[k]: (k, tuple(v.shape)) for k, v in target.state_dict().items()}
     state, notes = parsed.state, ()
     if info.layout == "gancompress" or (info.layout == "ours-state-dict" and info.netG is None):
@@ -576,6 +599,7 @@ def _recipe_message(path: Path, misfit: str, info: GeneratorFileInfo, family, na
                     ngf_key: str) -> str:
     diffs = recipe_mismatches(info, getattr(family, "cfg", {}), family=getattr(family, "name", None),
                               name=name, ngf=ngf, ngf_key=ngf_key)
+    diffs.pop("model.dropout", None)  # files load whatever it says (see the module docstring)
     head = f"{path}: {misfit} in the recipe's generator {name!r}; the file is a {info.summary()}"
     if diffs:
         changes = ", ".join(f"{k}: {_yaml(v)} (now {_yaml(r)})" for k, (v, r) in diffs.items())

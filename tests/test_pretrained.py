@@ -224,14 +224,21 @@ def test_cyclegan_resnet_loads_and_computes_the_same(tmp_path, n_blocks, norm, d
     path = save(ref.state_dict(), tmp_path / "latest_net_G_A.pth")
 
     info = inspect_generator_file(path)
-    assert (info.layout, info.netG, info.ngf, info.n_blocks, info.norm, info.dropout) == \
-        ("cyclegan-resnet", "resnet", 8, n_blocks, norm, dropout)
-    # the cyclegan family builds instance norm only; pix2pix hosts a batch-norm ResNet
-    fam = (cyclegan(n_blocks=n_blocks, dropout=dropout) if norm == "instance"
-           else pix2pix(netG="resnet", n_blocks=n_blocks, dropout=dropout))
-    name = "AtoB" if norm == "instance" else "G"
-    ours, _ = build_pretrained_generator(path, fam, name, 8)
-    assert_same_outputs(ref, ours, torch.rand(2, 3, 32, 32) * 2 - 1, dropout)
+    assert (info.layout, info.netG, info.ngf, info.n_blocks, info.norm) == ("cyclegan-resnet", "resnet", 8, n_blocks, norm)
+    assert info.dropout is (None if dropout else False)  # the file holds no dropout rate
+
+    def host(dropout):  # the cyclegan family builds instance norm only; pix2pix hosts a batch-norm ResNet
+        if norm == "instance":
+            return cyclegan(n_blocks=n_blocks, dropout=dropout), "AtoB"
+        return pix2pix(netG="resnet", n_blocks=n_blocks, dropout=dropout), "G"
+
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    # the other dropout setting shifts the block indices and computes the same in eval mode
+    other, _ = build_pretrained_generator(path, *host(not dropout), 8)
+    with torch.no_grad():
+        assert (ref.eval()(x) - other(x)).abs().max().item() < 1e-6
+    ours, _ = build_pretrained_generator(path, *host(dropout), 8)
+    assert_same_outputs(ref, ours, x, dropout)
 
 
 def test_old_files_instance_running_stats_dropped_batch_counter_added(tmp_path):
@@ -341,10 +348,10 @@ def test_recipe_mismatch_names_the_settings_to_change(tmp_path):
     ref = randomise(RefResnet(3, 3, 8, 6, "instance", dropout=True), seed=0)
     path = save(ref.state_dict(), tmp_path / "latest_net_G_B.pth")
     with pytest.raises(CheckpointError) as e:
-        load_pretrained_generator(path, cyclegan(n_blocks=6, dropout=False), "BtoA", 8)
+        load_pretrained_generator(path, cyclegan(n_blocks=9, dropout=False), "BtoA", 8)
     message = one_line(e)
-    assert "model.dropout: true (now false)" in message and "model.10.conv_block.6.weight" in message
-    assert message.split("to load it set ")[-1] == "model.dropout: true (now false)"
+    assert message.split("to load it set ")[-1] == "model.n_blocks: 6 (now 9)"
+    assert "'model.16.weight' (32, 16, 3, 3) is unexpected" in message  # the first up conv of 6 blocks
 
 
 @pytest.mark.parametrize("norm,n_layers", [("batch", 3), ("instance", 2)])
