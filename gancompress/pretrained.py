@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CheckpointError, MissingFileError
+from .errors import CheckpointError, MissingFileError, RecipeError
 from .nets.patchgan import PatchDiscriminator
 from .nets.resnet import MobileResnetGenerator, ResnetGenerator
 from .nets.unet import UnetGenerator
@@ -721,3 +721,51 @@ def _d_mismatches(info: DiscriminatorFileInfo, target: nn.Module, family) -> dic
     if info.input_nc != first.in_channels:
         out["input channels (model.input_nc, model.output_nc)"] = (info.input_nc, first.in_channels)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Checking a recipe's pretrained files before a run
+
+
+def check_pretrained(family, generators: dict[str, str | Path], discriminators: dict[str, str | Path] | None = None,
+                     *, ngf: int, ngf_key: str = "ngf_teacher", section: str = "pretrained") -> list[str]:
+    """Check every pretrained file a recipe names against its family; one line per file.
+
+    Meant to run before any training (and for ``--dry-run``): every file is read and each key and
+    shape checked against the net the recipe builds.
+
+    Args:
+        family: the family instance.
+        generators: generator name -> file (``<section>.generators``).
+        discriminators: discriminator name -> file (``<section>.discriminators``).
+        ngf: the width the generators are built with; ``ngf_key`` names it in messages.
+        section: the recipe section, for messages.
+
+    Returns:
+        Lines such as "pretrained.generators.G: latest_net_G.pth: pytorch-CycleGAN-and-pix2pix
+        U-Net (...), sha256 0123abcd4567"; train-time-only differences (dropout) are named.
+
+    Raises:
+        RecipeError: a name the family does not have.
+        MissingFileError, CheckpointError: a file that is missing or does not fit (one line).
+    """
+    valid = tuple(family.generator_names)
+    lines = []
+    for kind, files in (("generators", generators), ("discriminators", discriminators or {})):
+        for name, path in files.items():
+            if name not in valid:
+                raise RecipeError(f"{section}.{kind}.{name}: the {family.name} family has no {kind[:-1]} {name!r} "
+                                  f"(valid: {', '.join(valid)})")
+            where = f"{section}.{kind}.{name}: {path}"
+            if kind == "discriminators":
+                _, dinfo = load_pretrained_discriminator(path, family, name)
+                lines.append(f"{where}: {dinfo.summary()}, sha256 {dinfo.sha256[:12]}")
+                continue
+            _, info = load_pretrained_generator(path, family, name, ngf, ngf_key=ngf_key)
+            line = f"{where}: {info.summary()}, sha256 {info.sha256[:12]}"
+            diffs = recipe_mismatches(info, family.cfg, family=family.name, name=name, ngf=ngf, ngf_key=ngf_key)
+            if diffs:
+                line += "; the recipe differs in " + ", ".join(
+                    f"{k} ({_yaml(r)}, the file {_yaml(v)}; training only)" for k, (v, r) in diffs.items())
+            lines.append(line + "".join(f"; {n}" for n in info.notes))
+    return lines

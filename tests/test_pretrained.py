@@ -17,7 +17,8 @@ from torch import nn
 from gancompress.config import recipe_from_dict
 from gancompress.errors import CheckpointError
 from gancompress.families import get_family
-from gancompress.pretrained import (GENERATOR_FORMAT, build_pretrained_generator, implied_settings,
+from gancompress.errors import RecipeError
+from gancompress.pretrained import (GENERATOR_FORMAT, build_pretrained_generator, check_pretrained, implied_settings,
                                     inspect_discriminator_file, inspect_generator_file,
                                     load_pretrained_discriminator, load_pretrained_generator, recipe_mismatches)
 
@@ -370,3 +371,15 @@ def test_patchgan_discriminator_loads_and_computes_the_same(tmp_path, norm, n_la
     with pytest.raises(CheckpointError) as e:
         load_pretrained_discriminator(path, pix2pix(norm=norm, n_layers_D=n_layers, ndf=16), "G")
     assert "model.ndf: 8 (now 16)" in one_line(e)
+
+
+def test_check_pretrained_reads_every_file_and_names_training_only_differences(tmp_path):
+    g_a = save(randomise(RefResnet(3, 3, 8, 6, "instance"), seed=0).state_dict(), tmp_path / "latest_net_G_A.pth")
+    d_a = save(randomise(RefNLayerD(3, 8, 3, "instance"), seed=0).state_dict(), tmp_path / "latest_net_D_A.pth")
+    fam = cyclegan(dropout=True)
+    lines = check_pretrained(fam, {"AtoB": g_a}, {"AtoB": d_a}, ngf=8)
+    assert len(lines) == 2 and lines[0].startswith(f"pretrained.generators.AtoB: {g_a}: pytorch-CycleGAN-and-pix2pix ResNet")
+    assert "model.dropout (true, the file false; training only)" in lines[0]
+    assert "ndf 8, n_layers_D 3, norm instance" in lines[1]
+    with pytest.raises(RecipeError, match="pretrained.generators.G: the cyclegan family has no generator 'G'"):
+        check_pretrained(fam, {"G": g_a}, ngf=8)
