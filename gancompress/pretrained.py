@@ -17,7 +17,9 @@ Layouts (file -> our net):
   3 the submodule, 5 the up conv, 6 its norm; the innermost block has 1 down conv, 3 up conv,
   4 norm; the outermost 0 down conv, 1 the submodule, 3 up conv. Dropout comes last in a middle
   block, so it shifts no index and leaves no trace: whether the file was trained with dropout
-  cannot be read from it.
+  cannot be read from it. (pix2pix concatenates a skip after the next level's in-place
+  LeakyReLU has changed it; the up path's ReLU makes that equal to our plain skip, since
+  ReLU(LeakyReLU(s)) = ReLU(s), so outputs match exactly.)
 - ``cyclegan-resnet``: ``ResnetGenerator``; our ResnetGenerator keeps its module tree, so keys
   map to themselves. A dropout layer sits between a residual block's two convs and shifts the
   second conv from ``conv_block.5`` to ``conv_block.6``; its rate is not in the file (pix2pix's
@@ -25,6 +27,10 @@ Layouts (file -> our net):
   nothing in eval mode, so a file loads whatever ``model.dropout`` says: the indices are shifted
   to the recipe's net. A file without the layer implies ``dropout: false``; one with it implies
   nothing.
+
+Discriminators: pix2pix's ``NLayerDiscriminator`` (netD basic / n_layers) is a flat
+``model`` Sequential: conv 0, LeakyReLU, then conv, norm, LeakyReLU per layer, then the logit
+conv; our PatchDiscriminator holds the same layers as ``blocks[k]`` and ``head``.
 
 Norms: ``norm='batch'`` has affine BatchNorm with running statistics and convs without bias;
 ``norm='instance'`` is ``InstanceNorm2d(affine=False)`` and convs with bias. Old files (torch
