@@ -202,3 +202,38 @@ def test_comparability_follows_the_published_image_count():
     blocked = Reference("toy table", images=3, blocker="known difference")
     record = evaluate_generators(_StubFamily(3, blocked), gens, "cpu")["protocol"]["G"]["psnr_ssim"]
     assert not record["comparable"] and record["why_not"] == "known difference"
+
+
+class _LabelledStub(_StubFamily):
+    """One 8x8 image with a label map of the given size, scored by mIoU."""
+
+    eval_metrics = ("miou",)
+
+    def __init__(self, label_size, reference):
+        super().__init__(1, reference)
+        self.label_size = label_size
+
+    def eval_data(self, name):
+        label = torch.full(self.label_size, 255, dtype=torch.long)
+        label[:64, :64] = 3
+
+        def batches():
+            yield EvalBatch(inputs=torch.zeros(1, 3, 8, 8), load_labels=lambda: [label])
+
+        return EvalData(split="toy", count=1, batches=batches, resolution=(8, 8),
+                        references={"miou": self.reference})
+
+
+def test_drn_miou_is_comparable_only_at_the_published_label_resolution(monkeypatch):
+    torch.manual_seed(0)
+    drn_like = Segmenter(nn.Conv2d(3, 19, 1), "cpu", num_classes=19, kind="drn-d-105", sha256="cd" * 32,
+                         source="drn-d-105_ms_cityscapes.pth", quantize="truncate")
+    monkeypatch.setattr(MetricContext, "segmenter", lambda self: drn_like)
+    reference = Reference("toy table", images=1, resolution=(8, 8))
+    gens = {"student": {"G": nn.Identity()}}
+    record = evaluate_generators(_LabelledStub((1024, 2048), reference), gens, "cpu")["protocol"]["G"]["miou"]
+    assert record["comparable"] and record["why_not"] == ""
+    assert record["protocol"]["normalisation"]["mean"][0] == pytest.approx(0.290101, abs=1e-6)
+    record = evaluate_generators(_LabelledStub((256, 512), reference), gens, "cpu")["protocol"]["G"]["miou"]
+    assert not record["comparable"]
+    assert record["why_not"] == "labels at 256x512, the published protocol scores at 1024x2048"
