@@ -1,9 +1,14 @@
 """FID / KID through torch-fidelity's code, with tiny extractors instead of the Inception weights."""
 
+import hashlib
+import io
+import os
+
 import pytest
 import torch
 
 from gancompress.errors import CheckpointError, MissingFileError
+from gancompress.metrics import fid as fid_module
 from gancompress.metrics.fid import (
     INCEPTION_FILENAME,
     InceptionExtractor,
@@ -11,6 +16,7 @@ from gancompress.metrics.fid import (
     cached_real_features,
     compute_features,
     fid_from_features,
+    file_list_digest,
     kid_from_features,
 )
 
@@ -55,7 +61,7 @@ class _TinyExtractor(torch.nn.Module):
 def test_torchscript_extractor_features_and_cache(tmp_path):
     path = tmp_path / "feat.ts"
     torch.jit.save(torch.jit.script(_TinyExtractor().eval()), str(path))
-    ext = TorchScriptExtractor(path, "cpu")
+    ext = TorchScriptExtractor(path, "cpu", trusted=True)
     torch.manual_seed(1)
     real = [torch.rand(8, 3, 16, 16) for _ in range(3)]
     feats = compute_features(iter(real), ext)
@@ -91,3 +97,67 @@ def test_inception_weights_with_wrong_hash_are_refused(tmp_path):
     bad.write_bytes(b"not the inception weights")
     with pytest.raises(CheckpointError, match="SHA-256"):
         InceptionExtractor(bad)
+
+
+def test_torchscript_extractor_needs_the_recipe_to_trust_it(tmp_path):
+    path = tmp_path / "feat.ts"
+    torch.jit.save(torch.jit.script(_TinyExtractor().eval()), str(path))
+    with pytest.raises(CheckpointError) as e:
+        TorchScriptExtractor(path, "cpu")
+    assert "eval.trust_torchscript: true" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_file_list_digest_follows_the_files_and_the_transform(tmp_path):
+    files = [tmp_path / f"{i}.png" for i in range(3)]
+    for f in files:
+        f.write_bytes(b"x")
+    base = file_list_digest(files, "resize 32")
+    assert file_list_digest(list(reversed(files)), "resize 32") == base  # the sorted list names the set
+    assert file_list_digest(files, "resize 64") != base
+    assert file_list_digest(files[:2], "resize 32") != base
+    st = files[1].stat()
+    os.utime(files[1], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert file_list_digest(files, "resize 32") != base
+
+
+def _tampered_inception(tmp_path, monkeypatch, payload) -> str:
+    """A weights file with the expected hash prefix (patched to its own) holding ``payload``."""
+    path = tmp_path / INCEPTION_FILENAME
+    torch.save(payload, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setattr(fid_module, "INCEPTION_SHA256_PREFIX", digest[:8])
+    return digest
+
+
+def test_inception_file_that_would_run_code_is_refused_with_the_blocked_global(tmp_path, monkeypatch):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.makedirs, (str(marker),))
+
+    _tampered_inception(tmp_path, monkeypatch, {"fc.weight": Payload()})
+    with pytest.raises(CheckpointError) as e:
+        InceptionExtractor(tmp_path / INCEPTION_FILENAME)
+    message = str(e.value)
+    assert "GLOBAL os.makedirs" in message, message
+    assert "\n" not in message and not marker.exists()
+
+
+def test_torch_fidelity_gets_the_bytes_that_were_verified(tmp_path, monkeypatch):
+    state = {"w": torch.arange(4.0)}
+    digest = _tampered_inception(tmp_path, monkeypatch, state)
+    received = {}
+
+    class FakeInception(torch.nn.Module):
+        def __init__(self, name, features, feature_extractor_weights_path=None):
+            super().__init__()
+            received["source"] = feature_extractor_weights_path
+
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+    monkeypatch.setattr(tfi, "FeatureExtractorInceptionV3", FakeInception)
+    ext = InceptionExtractor(tmp_path / INCEPTION_FILENAME)
+    source = received["source"]
+    assert isinstance(source, io.BytesIO)  # not the path: the file is not read a second time
+    assert hashlib.sha256(source.getvalue()).hexdigest() == digest
+    assert ext.id.endswith(digest[:16]) and ext.describe()["sha256"] == digest[:12]

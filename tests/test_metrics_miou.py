@@ -1,4 +1,4 @@
-"""Confusion-matrix mIoU, segmenter loading (TorchScript and smp checkpoint) and the training tool."""
+"""Confusion-matrix mIoU, segmenter loading (smp checkpoint, trusted TorchScript) and the training tool."""
 
 import numpy as np
 import pytest
@@ -67,10 +67,19 @@ class _RedChannelSegmenter(torch.nn.Module):
         return F.one_hot(idx, 4).permute(0, 3, 1, 2).float()
 
 
-def test_torchscript_segmenter_loads_predicts_and_scores_100(tmp_path):
+def test_torchscript_segmenter_is_refused_unless_trusted(tmp_path):
     path = tmp_path / "seg.ts"
     torch.jit.save(torch.jit.script(_RedChannelSegmenter()), str(path))
-    seg = load_segmenter(path, "cpu")
+    with pytest.raises(CheckpointError) as e:
+        load_segmenter(path, "cpu")
+    assert "eval.trust_torchscript: true" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_trusted_torchscript_segmenter_loads_predicts_and_scores_100(tmp_path):
+    path = tmp_path / "seg.ts"
+    torch.jit.save(torch.jit.script(_RedChannelSegmenter()), str(path))
+    seg = load_segmenter(path, "cpu", trust_torchscript=True)
+    assert seg.kind == "torchscript"
     label_small = torch.randint(0, 4, (2, 8, 8))
     images = torch.rand(2, 3, 8, 8)
     images[:, 0] = (label_small.float() + 0.5) / 4
@@ -88,7 +97,7 @@ def test_missing_and_foreign_segmenter_files(tmp_path):
         load_segmenter(tmp_path / "nope.pt")
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)
-    with pytest.raises(CheckpointError, match="gancompress-segmenter"):
+    with pytest.raises(CheckpointError, match="gancompress-segmenter.*DRN-D-105.*'base.0.0.weight' is missing"):
         load_segmenter(foreign)
 
 

@@ -160,17 +160,30 @@ class Family(ABC):
         return self.task_loss(gens, inputs, fakes, batch)
 
     # --- evaluation -----------------------------------------------------------------------
-    def evaluate(self, generators: dict[str, dict[str, nn.Module]], device: torch.device) -> dict:
-        """The family's task metric for each role ('teacher', 'student', ...) and generator.
+    #: Names of the metrics the family reports (keys of ``metrics.registry.METRICS``).
+    eval_metrics: ClassVar[tuple[str, ...]] = ()
+
+    def eval_data(self, name: str):
+        """What generator ``name`` is evaluated on: a :class:`~gancompress.metrics.evaldata.EvalData`."""
+        raise NotImplementedError(f"the {self.name} family declares metrics {self.eval_metrics} but no eval_data")
+
+    def evaluate(self, generators: dict[str, dict[str, nn.Module]], device: torch.device,
+                 cache_dir=None) -> dict:
+        """The family's metrics for each role ('teacher', 'student', ...) and generator.
+
+        A thin call into :func:`gancompress.metrics.registry.evaluate_generators`, which also
+        returns the protocol records; use that to get them.
 
         Args:
             generators: role -> generator name -> module (eval mode).
             device: where to run.
+            cache_dir: folder for cached real-image features, or None.
 
         Returns:
-            generator name -> role -> {metric: value}; empty when the family has none yet.
+            generator name -> role -> {metric: value}; empty when the family has none.
         """
-        return {}
+        from ..metrics.registry import evaluate_generators
+        return evaluate_generators(self, generators, device, cache_dir)["metrics"]
 
     # --- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -7,7 +7,6 @@ history of 50 images each (CycleGAN's image pool). Each generator is pruned to i
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Iterator, Literal
 
@@ -17,14 +16,13 @@ from torch import nn
 
 from ..data.unaligned import DomainDataset, UnalignedDataset, domain_files
 from ..errors import RecipeError
-from ..schema import bounded
+from ..metrics.evaldata import Baseline, EvalBatch, EvalData, ImageSet, Reference
 from ..metrics.image import to_unit
 from ..nets.init import init_normal
 from ..nets.patchgan import PatchDiscriminator
 from ..nets.resnet import MobileResnetGenerator, ResnetGenerator
+from ..schema import bounded
 from .base import Family
-
-log = logging.getLogger(__name__)
 
 # generator name -> (domain it reads, domain it writes)
 DIRECTIONS = {"AtoB": ("A", "B"), "BtoA": ("B", "A")}
@@ -227,50 +225,48 @@ class CycleGANFamily(Family):
         return rows
 
     # --- evaluation -----------------------------------------------------------------------
-    @torch.no_grad()
-    def evaluate(self, generators, device):
-        """FID of each direction: G_AtoB(test A) against test B, G_BtoA(test B) against test A.
+    eval_metrics = ("fid_kid",)
 
-        Needs a feature extractor: ``eval.fid_extractor`` (a TorchScript model) or
-        ``eval.inception_weights`` (torch-fidelity's pool3 Inception); without one there is no
-        metric and the result is empty. The role 'input' is the FID of the untranslated source
-        images against the target domain: what doing nothing scores.
+    def eval_data(self, name: str) -> EvalData:
+        """``name`` translates test images of its source domain; FID/KID compare them with the
+        target domain's test images (``eval.max_images`` caps both). The role 'input' scores the
+        untranslated source images against the target domain: what doing nothing scores.
         """
-        from ..metrics.fid import compute_features, extractor_from_eval, fid_from_features
+        src, dst = DIRECTIONS[name]
+        source, target = self._domain_set(src), self._domain_set(dst)
+        size = self.recipe.data.crop_size
 
-        e = self.recipe.eval
-        extractor = extractor_from_eval(e, device)
-        if extractor is None:
-            log.info("cyclegan: no eval.fid_extractor or eval.inception_weights set, so no FID")
-            return {}
-        domains = {d: self._domain(d) for d in ("A", "B")}
+        def batches():
+            for x in self._batches(source.files):
+                yield EvalBatch(inputs=x)
 
-        def images(domain: str) -> Iterator[torch.Tensor]:
-            for x in self._batches(domains[domain]):
-                yield to_unit(x)
+        return EvalData(
+            split=f"{self.recipe.data.eval_split}{src} -> {self.recipe.data.eval_split}{dst}", count=len(source),
+            batches=batches, resolution=(size, size), reals=target,
+            baselines={"input": Baseline(metrics=("fid_kid",), images=source)},
+            references={"fid_kid": Reference(
+                "GAN Compression / GCC: CycleGAN horse2zebra FID", resolution=(256, 256),
+                blocker="the published horse2zebra FID compares with the real train+test images of the target "
+                        "domain; this run compares with data.eval_split's images only")})
 
-        def translated(gen: nn.Module, domain: str) -> Iterator[torch.Tensor]:
-            for x in self._batches(domains[domain]):
-                yield to_unit(gen(x.to(device)))
-
-        feats = {d: compute_features(images(d), extractor) for d in domains}
-        result = {}
-        for n, (src, dst) in DIRECTIONS.items():
-            result[n] = {role: {"fid": fid_from_features(compute_features(translated(gens[n], src), extractor),
-                                                         feats[dst])}
-                         for role, gens in generators.items()}
-            result[n]["input"] = {"fid": fid_from_features(feats[src], feats[dst])}
-        return result
-
-    def _domain(self, domain: str) -> DomainDataset:
+    def _domain_set(self, domain: str) -> ImageSet:
+        """The evaluation images of one domain as an :class:`ImageSet` ([0, 1], resized to ``crop_size``)."""
         d = self.recipe.data
-        files = domain_files(d.root, d.eval_split, domain, d.max_items, d.on_bad_image)
+        files = tuple(domain_files(d.root, d.eval_split, domain, d.max_items, d.on_bad_image))
         if self.recipe.eval.max_images:
             files = files[:self.recipe.eval.max_images]
-        return DomainDataset(files, d.crop_size, d.crop_size)
 
-    def _batches(self, data: DomainDataset) -> Iterator[torch.Tensor]:
-        yield from torch.utils.data.DataLoader(data, batch_size=self.recipe.data.eval_batch_size)
+        def images() -> Iterator[torch.Tensor]:
+            return (to_unit(x) for x in self._batches(files))
+
+        return ImageSet(name=f"{d.eval_split}{domain}", files=files,
+                        transform=f"resized to {d.crop_size}x{d.crop_size} (bicubic)", images=images)
+
+    def _batches(self, files) -> Iterator[torch.Tensor]:
+        """Batches (N, C, crop, crop) in [-1, 1] of ``files``, in order."""
+        d = self.recipe.data
+        yield from torch.utils.data.DataLoader(DomainDataset(files, d.crop_size, d.crop_size),
+                                               batch_size=d.eval_batch_size)
 
     # --- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -11,6 +11,8 @@ from torch import nn
 from ..errors import RecipeError
 from ..schema import bounded
 from ..data.aligned import AlignedDataset
+from ..metrics.evaldata import Baseline, EvalBatch, EvalData, ImageSet, Reference
+from ..metrics.image import to_unit
 from ..nets.init import init_normal
 from ..nets.patchgan import PatchDiscriminator
 from ..nets.unet import UnetGenerator
@@ -95,65 +97,63 @@ class Pix2PixFamily(Family):
     def task_loss(self, gens, inputs, fakes, batch):
         return self.cfg.l1_weight * F.l1_loss(fakes["G"], batch["B"])
 
-    @torch.no_grad()
-    def evaluate(self, generators, device):
-        """PSNR/SSIM of G(A) against B, and mIoU when ``eval.segmenter`` names a segmenter.
+    # --- evaluation -----------------------------------------------------------------------
+    eval_metrics = ("psnr_ssim", "miou", "fid_kid")
 
-        mIoU follows the pix2pix/GCC protocol: segment the generated image, upsample the
-        prediction to the label's resolution, one confusion matrix over the evaluation split.
-        Labels come from ``<root>/<eval_split>_trainids/<file>`` when present (Cityscapes, made
-        by tools/prepare_cityscapes.py), else from the colour label map A via the segmenter's
-        palette. The real photos B give the ceiling ('real').
+    def eval_data(self, name: str) -> EvalData:
+        """G(A) against B on ``data.eval_split`` (``eval.max_images`` caps it).
+
+        PSNR/SSIM compare with B; mIoU segments the output against the label map it was made
+        from: ``<root>/<eval_split>_trainids/<file>`` when present (Cityscapes' 19 trainIds at
+        full resolution, written by tools/prepare_cityscapes.py), else the colour label map A;
+        the real photo B is scored too ('real', the segmenter's ceiling). FID/KID compare with
+        the real B images of the split.
         """
-        from ..metrics.image import psnr_ssim_y, to_unit
-        from ..metrics.miou import confusion_matrix, load_segmenter, miou_from_confusion
+        d = self.recipe.data
+        data = self.dataset(d.eval_split, train=False)
+        count = min(self.recipe.eval.max_images or len(data), len(data))
+        subset = torch.utils.data.Subset(data, range(count))
 
-        data = self.dataset(self.recipe.data.eval_split, train=False)
-        limit = self.recipe.eval.max_images or len(data)
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, range(min(limit, len(data)))),
-                                             batch_size=self.recipe.data.eval_batch_size)
-        seg = load_segmenter(self.recipe.eval.segmenter, device) if self.recipe.eval.segmenter else None
-        roles = list(generators)
-        sums = {r: {"psnr": 0.0, "ssim": 0.0} for r in roles}
-        cms = {r: None for r in roles + ["real"]}
-        count = 0
-        for batch in loader:
-            a, b = batch["A"].to(device), batch["B"].to(device)
-            outs = {r: to_unit(generators[r]["G"](a)) for r in roles}
-            n = a.shape[0]
-            for r in roles:
-                m = psnr_ssim_y(outs[r].cpu(), to_unit(b).cpu(), border=0)
-                sums[r]["psnr"] += m["psnr"] * n
-                sums[r]["ssim"] += m["ssim"] * n
-            if seg is not None:
-                labels = self._labels(data, batch, seg)
-                for r, images in list(outs.items()) + [("real", to_unit(b))]:
-                    pred = seg.predict(images, out_size=labels.shape[-2:]).cpu()
-                    cm = confusion_matrix(pred, labels, seg.num_classes)
-                    cms[r] = cm if cms[r] is None else cms[r] + cm
-            count += n
-        result = {r: {k: v / count for k, v in sums[r].items()} for r in roles}
-        if seg is not None:
-            for r, cm in cms.items():
-                result.setdefault(r, {})["miou"] = miou_from_confusion(cm)["miou"]
-        return {"G": result}
+        def loader():
+            return torch.utils.data.DataLoader(subset, batch_size=d.eval_batch_size)
 
-    def _labels(self, data, batch, seg) -> torch.Tensor:
-        """(N, H, W) class ids of the batch's label maps (trainId files, else A's colours)."""
+        def batches():
+            for batch in loader():
+                yield EvalBatch(inputs=batch["A"], target=to_unit(batch["B"]),
+                                load_labels=lambda batch=batch: self._labels(data, batch))
+
+        size = (d.crop_size, d.crop_size)
+        reals = ImageSet(name=f"{d.eval_split} B", files=tuple(data.files[:count]),
+                         transform=f"aligned {d.direction}: target half, resized to {d.crop_size}x{d.crop_size}",
+                         images=lambda: (to_unit(batch["B"]) for batch in loader()))
+        return EvalData(
+            split=d.eval_split, count=count, batches=batches, resolution=size, reals=reals,
+            baselines={"real": Baseline(metrics=("miou",), output=lambda b: b.target)},
+            references={
+                "miou": Reference("GCC Table 2 / GAN Compression: pix2pix Cityscapes mIoU (DRN-D-105, val)",
+                                  images=500, resolution=(256, 256)),
+                "fid_kid": Reference("GAN Compression: pix2pix Cityscapes FID (real val photos)", images=500,
+                                     resolution=(256, 256),
+                                     note="GAN Compression computed FID with pytorch-fid (the same TF Inception "
+                                          "weights, torch's bilinear resize); torch-fidelity resizes as TF1 did, "
+                                          "so figures can differ slightly"),
+            })
+
+    def _labels(self, data, batch) -> list[torch.Tensor]:
+        """The batch's label maps: (H, W) trainIds from the ``_trainids`` files, else A's (H, W, 3) colours."""
         from PIL import Image
         import numpy as np
 
-        ids = []
+        maps = []
         for index, a in zip(batch["index"].tolist(), batch["A"]):
             path = data.files[index]
             trainids = path.parent.parent / f"{path.parent.name}_trainids" / path.name
             if trainids.is_file():
                 with Image.open(trainids) as im:
-                    ids.append(torch.from_numpy(np.asarray(im, dtype=np.int64)))
+                    maps.append(torch.from_numpy(np.asarray(im, dtype=np.int64)))
             else:
-                rgb = ((a.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.long)
-                ids.append(seg.labels_from_colour(rgb))
-        return torch.stack(ids)
+                maps.append(((a.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.long))
+        return maps
 
     def visuals(self, batch, inputs, teacher, student):
         rows = [inputs["G"], teacher["G"]]

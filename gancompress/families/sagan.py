@@ -15,7 +15,6 @@ count, which includes the spectral-norm convs and the attention matmuls that tho
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,13 +24,12 @@ from torch import nn
 from ..schema import bounded
 from ..data.imagefolder import ImageFolderDataset
 from ..errors import DataError
+from ..metrics.evaldata import EvalBatch, EvalData, ImageSet, Reference
 from ..metrics.image import to_unit
 from ..nets.sagan import (SAGANDiscriminator, SAGANGenerator, SelfAttention, fold_spectral_norm,
                           restore_spectral_norm, strip_spectral_norm)
 from ..prune import architecture_record, rebuild
 from .base import Family
-
-log = logging.getLogger(__name__)
 
 LAYOUT = ("a flat folder of RGB images, e.g. CelebA's img_align_celeba/ (an empty data.train_split "
           "or data.eval_split reads data.root itself; 'train' reads data.root/train)")
@@ -164,43 +162,37 @@ class SAGANFamily(Family):
         return rows + [batch["image"]]
 
     # --- evaluation -----------------------------------------------------------------------
-    @torch.no_grad()
-    def evaluate(self, generators, device):
-        """FID of each role's samples against the real images of ``data.eval_split``.
+    eval_metrics = ("fid_kid",)
+
+    def eval_data(self, name: str) -> EvalData:
+        """FID/KID of samples against the real images of ``data.eval_split``.
 
         One sample per real image (``eval.max_images`` caps both), generated from that item's
-        own z, so teacher and student are scored on the same codes. Needs a feature extractor:
-        ``eval.fid_extractor`` (TorchScript) or ``eval.inception_weights`` (torch-fidelity's pool3
-        Inception); without one there is no metric and the result is empty.
-
-        Returns:
-            {"G": {role: {"fid": float, "fid_images": int}}} or {}.
+        own z, so teacher and student are scored on the same codes.
         """
-        from ..metrics.fid import compute_features, extractor_from_eval, fid_from_features
+        d = self.recipe.data
+        data = self.dataset(d.eval_split, train=False)
+        count = min(self.recipe.eval.max_images or len(data), len(data))
 
-        e = self.recipe.eval
-        extractor = extractor_from_eval(e, device)
-        if extractor is None:
-            log.info("sagan: no eval.fid_extractor or eval.inception_weights set, so no FID")
-            return {}
-        data = self.dataset(self.recipe.data.eval_split, train=False)
-        count = min(e.max_images or len(data), len(data))
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, range(count)),
-                                             batch_size=self.recipe.data.eval_batch_size)
-        codes: list[torch.Tensor] = []
+        def loader():
+            return torch.utils.data.DataLoader(torch.utils.data.Subset(data, range(count)),
+                                               batch_size=d.eval_batch_size)
 
-        def reals():
-            for batch in loader:
-                codes.append(batch["z"])
-                yield to_unit(batch["image"])
+        def batches():
+            for batch in loader():
+                yield EvalBatch(inputs=batch["z"])
 
-        real_feats = compute_features(reals(), extractor)
-        result = {}
-        for role, gens in generators.items():
-            fakes = (to_unit(gens["G"](z.to(device)).float()) for z in codes)
-            result[role] = {"fid": fid_from_features(compute_features(fakes, extractor), real_feats),
-                            "fid_images": count}
-        return {"G": result}
+        size = self.cfg.image_size
+        crop = f"centre crop {d.center_crop}, " if d.center_crop else ""
+        reals = ImageSet(name=d.eval_split or "root", files=tuple(data.files[:count]),
+                         transform=f"{crop}resized to {size}x{size} (bicubic, antialiased)",
+                         images=lambda: (to_unit(batch["image"]) for batch in loader()))
+        return EvalData(
+            split=d.eval_split or "data.root", count=count, batches=batches, resolution=(size, size), reals=reals,
+            references={"fid_kid": Reference(
+                "GCC: SAGAN CelebA 64x64 FID", resolution=(64, 64),
+                blocker="the published SAGAN/CelebA FID protocol (number of samples, real image set) is not "
+                        "pinned in gancompress")})
 
 
 FAMILY = SAGANFamily

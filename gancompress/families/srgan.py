@@ -26,9 +26,15 @@ from torch import nn
 
 from ..schema import bounded
 from ..data.sr import SRDataset, bicubic_upscale
+from ..metrics.evaldata import Baseline, EvalBatch, EvalData, Reference
+from ..metrics.image import to_unit
 from ..nets.srresnet import SRDiscriminator, SRResNet
 from ..vgg import VGGFeatures, missing_weights_error, vgg19_layer_names
 from .base import Family
+
+
+#: The standard SR test sets (split name -> number of images) published PSNR/SSIM are measured on.
+STANDARD_SR_SETS = {"Set5": 5, "Set14": 14, "B100": 100, "BSD100": 100, "Urban100": 100}
 
 
 @dataclass(frozen=True)
@@ -185,33 +191,33 @@ class SRGANFamily(Family):
         return rows + [batch["hr"]]
 
     # --- evaluation -----------------------------------------------------------------------
-    @torch.no_grad()
-    def evaluate(self, generators, device):
-        """Y-channel PSNR/SSIM (border ``scale``), per image then averaged, for every role and bicubic.
+    eval_metrics = ("psnr_ssim",)
 
-        Images of ``data.eval_split`` are whole (sizes differ), so they run one at a time;
-        ``eval.max_images`` limits how many.
-
-        Returns:
-            {"G": {role: {"psnr", "ssim"}}} with the roles of ``generators`` plus 'bicubic'.
+    def eval_data(self, name: str) -> EvalData:
+        """Whole images of ``data.eval_split`` (cut to a multiple of the scale), one at a time;
+        ``eval.max_images`` limits how many. Y-channel PSNR/SSIM with ``scale`` border pixels
+        cropped, for every role and for bicubic upscaling ('bicubic').
         """
-        from ..metrics.image import psnr_ssim_y, to_unit
-
         data = self.eval_dataset()
         count = min(self.recipe.eval.max_images or len(data), len(data))
-        roles = list(generators) + ["bicubic"]
-        sums = {r: {"psnr": 0.0, "ssim": 0.0} for r in roles}
         scale = self.cfg.scale
-        for i in range(count):
-            item = data[i]
-            lr, hr = item["lr"][None], to_unit(item["hr"][None])
-            outs = {r: generators[r]["G"](lr.to(device)).float().cpu() for r in generators}
-            outs["bicubic"] = bicubic_upscale(lr, scale)
-            for r in roles:
-                m = psnr_ssim_y(to_unit(outs[r]), hr, border=scale)
-                sums[r]["psnr"] += m["psnr"]
-                sums[r]["ssim"] += m["ssim"]
-        return {"G": {r: {k: v / count for k, v in sums[r].items()} for r in roles}}
+        split = self.recipe.data.eval_split
+
+        def batches():
+            for i in range(count):
+                item = data[i]
+                yield EvalBatch(inputs=item["lr"][None], target=to_unit(item["hr"][None]))
+
+        standard = STANDARD_SR_SETS.get(split)
+        reference = Reference(
+            f"GCC / SRGAN: x{scale} Y-PSNR/SSIM on {split}", images=standard,
+            blocker="" if standard else (f"data.eval_split '{split}' is not a standard SR test set "
+                                         f"({', '.join(STANDARD_SR_SETS)})"))
+        return EvalData(
+            split=split, count=count, batches=batches, psnr_border=scale,
+            baselines={"bicubic": Baseline(metrics=("psnr_ssim",),
+                                           output=lambda b: to_unit(bicubic_upscale(b.inputs, scale)))},
+            references={"psnr_ssim": reference})
 
 
 FAMILY = SRGANFamily

@@ -1,4 +1,8 @@
-"""Evaluation metrics: PSNR/SSIM, segmentation mIoU, FID/KID and latency.
+"""Evaluation metrics: PSNR/SSIM, segmentation mIoU, FID/KID and latency, and their registry.
+
+``registry.evaluate_generators`` runs the metrics a family declares (``METRICS``, by name) and
+returns their values with a protocol record each (evaluator, its weights' hash, settings, and
+whether the figure is comparable with a published one).
 
 Names are resolved lazily (PEP 562), so ``import gancompress.metrics`` does not pull in kornia,
 segmentation_models_pytorch or torch-fidelity until a metric that needs them is used.
@@ -11,6 +15,7 @@ import importlib
 _EXPORTS = {
     "image": ("rgb_to_y", "psnr_ssim_y", "to_unit", "quantize_8bit"),
     "miou": (
+        "Confusion",
         "Palette",
         "Segmenter",
         "cityscapes_palette",
@@ -27,9 +32,15 @@ _EXPORTS = {
         "cached_real_features",
         "check_inception_weights",
         "compute_features",
+        "extractor_from_eval",
         "fid_from_features",
+        "file_list_digest",
         "kid_from_features",
     ),
+    "drn": ("DRNSeg", "drn_protocol"),
+    "evaldata": ("Baseline", "EvalBatch", "EvalData", "ImageSet", "Reference"),
+    "registry": ("METRICS", "evaluate_generators", "get_metric", "protocol_markdown"),
+    "weights": ("first_mismatch", "load_tensors", "trust_torchscript"),
     "latency": ("latency_table", "measure_latency"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

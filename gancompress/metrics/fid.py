@@ -1,28 +1,34 @@
 """FID and KID, computed with torch-fidelity's Inception-V3 and its metric code, fully offline.
 
 torch-fidelity normally downloads its Inception weights; here the file must be given locally
-(``eval.inception_weights``) and is checked before use: it must exist and its SHA-256 must
-start with the 8 hex digits embedded in its name (``6726825d``), torch.hub's convention.
+(``eval.inception_weights``) and is checked before use: it must exist, its SHA-256 must start
+with the 8 hex digits embedded in its name (``6726825d``, torch.hub's convention) and it must
+unpickle with ``weights_only=True``. The bytes that were hashed and checked are the bytes
+torch-fidelity's network is built from (the file is not read a second time).
 
 Features are computed once per image set with an *extractor*: :class:`InceptionExtractor`
 (pool3, 2048-d, torch-fidelity's resizing and normalisation) or :class:`TorchScriptExtractor`
-(any user model mapping images to vectors). FID and KID are then pure functions of two feature
-matrices, delegated to ``torch_fidelity.metric_fid`` and ``torch_fidelity.metric_kid``.
+(a user's model mapping images to vectors, loaded only with ``eval.trust_torchscript: true``
+because loading TorchScript runs code). FID and KID are then pure functions of two feature
+matrices, delegated to ``torch_fidelity.metric_fid`` and ``torch_fidelity.metric_kid``. The
+real images' features are cached per image set and extractor (:func:`cached_real_features`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import logging
-import os
 import re
-import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Tuple
 
 import torch
 
-from gancompress.errors import CheckpointError, DataError, MissingFileError
+from ..errors import CheckpointError, DataError, MissingFileError
+from ..fileio import atomic_write
+from .weights import TRUST_KEY, load_tensors, sha256_of, trust_torchscript
 
 log = logging.getLogger(__name__)
 
@@ -33,26 +39,14 @@ INCEPTION_URL = (
 )
 #: Value of the ``"format"`` key of real-feature cache files.
 FEATURE_CACHE_FORMAT = "gancompress-features"
+#: KID's usual settings (torch-fidelity's defaults, those of Binkowski et al.).
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
 
 
-def sha256_of(path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
-def check_inception_weights(path) -> Path:
-    """Verify the local Inception weights torch-fidelity uses.
-
-    Args:
-        path: the ``.pth`` file, or a folder holding ``pt_inception-2015-12-05-6726825d.pth``.
-
-    Returns:
-        the verified file path.
-    """
+def _inception_path(path) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / INCEPTION_FILENAME
@@ -61,13 +55,47 @@ def check_inception_weights(path) -> Path:
             f"{INCEPTION_FILENAME} not found at {path}: download it from {INCEPTION_URL} "
             f"(the file torch-fidelity uses) and set eval.inception_weights in the recipe to its path"
         )
-    digest = sha256_of(path)
+    return path
+
+
+def _check_inception_digest(path: Path, digest: str) -> None:
     if not digest.startswith(INCEPTION_SHA256_PREFIX):
         raise CheckpointError(
             f"Inception weights {path} have SHA-256 {digest[:16]}..., not the expected {INCEPTION_SHA256_PREFIX}...: "
             f"the file is corrupt or a different model; download it again from {INCEPTION_URL}"
         )
+
+
+def check_inception_weights(path) -> Path:
+    """Verify the local Inception weights torch-fidelity uses (existence and SHA-256 prefix).
+
+    Args:
+        path: the ``.pth`` file, or a folder holding ``pt_inception-2015-12-05-6726825d.pth``.
+
+    Returns:
+        the verified file path.
+    """
+    path = _inception_path(path)
+    _check_inception_digest(path, sha256_of(path))
     return path
+
+
+def read_inception_weights(path) -> tuple[Path, bytes, str]:
+    """Read the Inception weights once and verify those bytes.
+
+    The bytes must hash to the expected SHA-256 prefix and unpickle with ``weights_only=True``
+    (so a tampered file with a matching prefix that would run code is refused, with the whole
+    reason). Build the network from the returned bytes, not from the path.
+
+    Returns:
+        (path, the file's bytes, hex SHA-256).
+    """
+    path = _inception_path(path)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    _check_inception_digest(path, digest)
+    load_tensors(data, f"Inception weights {path}", f"download them again from {INCEPTION_URL}")
+    return path, data, digest
 
 
 def images_to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -92,7 +120,7 @@ class InceptionExtractor:
         device: device to run on.
 
     Call: ``extractor(images)`` with images (N, 3, H, W) uint8 or float in [0, 1] -> (N, 2048)
-    float32 on CPU.
+    float32 on CPU. ``id`` names the extractor and its weights (cache keys).
     """
 
     dim = 2048
@@ -100,21 +128,22 @@ class InceptionExtractor:
     def __init__(self, weights_path, device="cpu"):
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-        path = check_inception_weights(weights_path)
-        # torch-fidelity loads the file with weights_only=False; check first that it holds only
-        # tensors, so that a tampered file with a matching hash prefix still runs no code.
-        try:
-            torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(
-                f"Inception weights {path} do not load with weights_only=True ({type(e).__name__}): "
-                f"download them again from {INCEPTION_URL}"
-            ) from e
+        path, data, digest = read_inception_weights(weights_path)
         self.device = torch.device(device)
+        # torch-fidelity unpickles its weights argument with weights_only=False. It gets the very
+        # bytes that were hashed and unpickled with weights_only=True above, as a stream: a
+        # pickle that passed that check references only tensor-rebuilding globals, and the file
+        # cannot change between the check and the load.
         self.model = FeatureExtractorInceptionV3(
-            "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path)
+            "inception-v3-compat", ["2048"], feature_extractor_weights_path=io.BytesIO(data)
         ).to(self.device)
-        self.id = "inception-v3-compat-pool3"
+        self.path, self.sha256 = path, digest
+        self.id = f"inception-v3-compat-pool3-{digest[:16]}"
+
+    def describe(self) -> dict:
+        """The evaluator part of a protocol record."""
+        return {"name": "Inception-V3 pool3 (TF 2015-12-05 weights, torch-fidelity)", "kind": "inception",
+                "file": str(self.path), "sha256": self.sha256[:12]}
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -123,24 +152,39 @@ class InceptionExtractor:
 
 
 class TorchScriptExtractor:
-    """A user's feature extractor saved as TorchScript.
+    """A user's feature extractor saved as TorchScript, loaded only when the recipe trusts it.
 
+    Loading TorchScript runs code from the file (a scripted module's ``__setstate__``), so the
+    recipe must say ``eval.trust_torchscript: true``; the file's content never decides that.
     The module must map (N, 3, H, W) float images in [0, 1] to (N, D) features; uint8 inputs are
     divided by 255 first.
 
     Args:
         path: TorchScript file.
         device: device to run on.
+        trusted: the recipe's ``eval.trust_torchscript``.
     """
 
-    def __init__(self, path, device="cpu"):
+    def __init__(self, path, device="cpu", *, trusted: bool = False):
         path = Path(path)
         if not path.is_file():
-            raise MissingFileError(f"feature extractor {path} not found: save a TorchScript module with torch.jit.save")
+            raise MissingFileError(f"feature extractor {path} not found: save a TorchScript module with "
+                                   f"torch.jit.save and set eval.fid_extractor to it, or use eval.inception_weights")
+        if not trusted:
+            raise CheckpointError(
+                f"eval.fid_extractor {path} is a TorchScript model, and loading TorchScript runs code from the file: "
+                f"set {TRUST_KEY}: true in the recipe if you trust it, or use eval.inception_weights instead"
+            )
         self.device = torch.device(device)
         self.model = torch.jit.load(str(path), map_location=self.device).eval()
+        self.path, self.sha256 = path, sha256_of(path)
         # The content hash, not the path, names the extractor, so a replaced file invalidates caches.
-        self.id = f"torchscript-{sha256_of(path)[:16]}"
+        self.id = f"torchscript-{self.sha256[:16]}"
+
+    def describe(self) -> dict:
+        """The evaluator part of a protocol record."""
+        return {"name": "user TorchScript feature extractor (trusted by eval.trust_torchscript)",
+                "kind": "torchscript", "file": str(self.path), "sha256": self.sha256[:12]}
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -196,14 +240,16 @@ def fid_from_features(f1: torch.Tensor, f2: torch.Tensor) -> float:
 
 
 def kid_from_features(
-    f1: torch.Tensor, f2: torch.Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 2020
-) -> Tuple[float, float]:
+    f1: torch.Tensor, f2: torch.Tensor, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
+    seed: int = 2020
+) -> tuple[float, float]:
     """Kernel Inception Distance (cubic polynomial kernel MMD^2, torch-fidelity's code).
 
     Args:
         f1: (N1, D) features. f2: (N2, D) features.
         subsets: number of random subsets averaged.
-        subset_size: samples per subset; lowered (with a warning) to the smaller set size.
+        subset_size: samples per subset; lowered to the smaller set size (the usual rule, so
+            small sets still get a KID; :func:`kid_subset_size` gives the value used).
         seed: seed of the subset sampling.
 
     Returns:
@@ -216,7 +262,7 @@ def kid_from_features(
     if n < 2:
         raise DataError(f"KID needs at least 2 images per set, got {f1.shape[0]} and {f2.shape[0]}")
     if subset_size > n:
-        log.warning("KID subset size %d exceeds the %d images available: using %d", subset_size, n, n)
+        log.info("KID subset size %d exceeds the %d images available: using %d", subset_size, n, n)
         subset_size = n
     out = kid_features_to_metric(
         f1.detach().cpu().double(),
@@ -229,8 +275,32 @@ def kid_from_features(
     return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD])
 
 
+def kid_subset_size(n1: int, n2: int, subset_size: int = KID_SUBSET_SIZE) -> int:
+    """The KID subset size used for sets of ``n1`` and ``n2`` images: ``subset_size`` capped at both."""
+    return min(subset_size, n1, n2)
+
+
 def _safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s)
+
+
+def file_list_digest(files: Sequence[str | Path], transform: str = "") -> str:
+    """Hex SHA-256 naming an image set: its sorted files (absolute path, size, mtime) and how they
+    become images (``transform``, e.g. "resize 256"). A file added, removed, replaced or touched,
+    or a different preprocessing, gives another digest.
+
+    Raises:
+        DataError: a file is missing.
+    """
+    entries = []
+    for f in sorted(Path(f).resolve() for f in files):
+        try:
+            st = f.stat()
+        except OSError as exc:
+            raise DataError(f"{f}: cannot read the image ({exc.strerror}); check the evaluation dataset folder") from None
+        entries.append([str(f), st.st_size, st.st_mtime_ns])
+    blob = json.dumps({"files": entries, "transform": transform}, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
 
 
 def cached_real_features(cache_dir, key: str, images_iter_fn: Callable[[], Iterable], extractor) -> torch.Tensor:
@@ -238,12 +308,14 @@ def cached_real_features(cache_dir, key: str, images_iter_fn: Callable[[], Itera
 
     The cache file ``<cache_dir>/<key>__<extractor.id>.pt`` holds a plain dict (loadable with
     ``weights_only=True``) with the key, the extractor id and the (N, D) features; features
-    rather than mean/covariance are kept so that both FID and KID can use them. A file whose
-    key or extractor id differs, or that cannot be read, is recomputed and replaced.
+    rather than mean/covariance are kept so that both FID and KID can use them. ``key`` should
+    name the image set's content (:func:`file_list_digest`) and ``extractor.id`` its weights, so a
+    changed set or extractor misses the cache. A file whose key or extractor id differs, or that
+    cannot be read, is recomputed and replaced.
 
     Args:
         cache_dir: folder for cache files (created if needed).
-        key: names the real image set (e.g. "cityscapes-val-256").
+        key: names the real image set, e.g. ``"val-B-<digest>"``.
         images_iter_fn: called with no argument on a miss; returns an iterable of image batches.
         extractor: an extractor with an ``id`` attribute.
 
@@ -256,23 +328,15 @@ def cached_real_features(cache_dir, key: str, images_iter_fn: Callable[[], Itera
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
             expected = {"format": FEATURE_CACHE_FORMAT, "key": key, "extractor": extractor.id}
-            if all(blob.get(k) == v for k, v in expected.items()):
+            if all(blob.get(k) == v for k, v in expected.items()) and torch.is_tensor(blob.get("features")):
                 log.info("real features from cache %s", path)
                 return blob["features"]
             log.warning("feature cache %s was made for another set or extractor: recomputing", path)
         except Exception as e:  # a truncated or foreign file: recomputing is always safe
             log.warning("feature cache %s unreadable (%s): recomputing", path, type(e).__name__)
     feats = compute_features(images_iter_fn(), extractor)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=cache_dir)
-    os.close(fd)
-    try:
-        torch.save({"format": FEATURE_CACHE_FORMAT, "key": key, "extractor": extractor.id, "features": feats}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    blob = {"format": FEATURE_CACHE_FORMAT, "key": key, "extractor": extractor.id, "features": feats}
+    atomic_write(path, lambda f: torch.save(blob, f))
     log.info("cached %d real features in %s", feats.shape[0], path)
     return feats
 
@@ -280,10 +344,11 @@ def cached_real_features(cache_dir, key: str, images_iter_fn: Callable[[], Itera
 def extractor_from_eval(eval_cfg, device):
     """The FID feature extractor a recipe's ``eval`` section names, or None when it names none.
 
-    ``eval.fid_extractor`` (a TorchScript model) wins over ``eval.inception_weights``.
+    ``eval.fid_extractor`` (a TorchScript model, loaded only with ``eval.trust_torchscript: true``)
+    wins over ``eval.inception_weights``.
     """
     if eval_cfg.fid_extractor:
-        return TorchScriptExtractor(eval_cfg.fid_extractor, device)
+        return TorchScriptExtractor(eval_cfg.fid_extractor, device, trusted=trust_torchscript(eval_cfg))
     if eval_cfg.inception_weights:
         return InceptionExtractor(eval_cfg.inception_weights, device)
     return None

@@ -10,7 +10,7 @@ import logging
 import math
 import statistics
 import time
-from typing import Callable, Dict, Optional
+from collections.abc import Callable
 
 import torch
 
@@ -30,7 +30,7 @@ def measure_latency(
     device,
     warmup: int = 10,
     iters: int = 50,
-    dtype: Optional[torch.dtype] = None,
+    dtype: torch.dtype | None = None,
     torchscript: bool = False,
 ) -> dict:
     """Time forward passes of a model.
@@ -94,7 +94,7 @@ def _settings(device: torch.device) -> list:
 
 
 def latency_table(
-    models: Dict[str, torch.nn.Module],
+    models: dict[str, torch.nn.Module],
     example_fn: Callable[[int], torch.Tensor],
     device,
     *,

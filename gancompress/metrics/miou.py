@@ -6,22 +6,28 @@ segmenter's input size, bilinearly upsample the *logits* to the label resolution
 argmax, accumulate one confusion matrix over the whole set, then compute the IoU of every class
 present in the labels or the predictions and average them.
 
-The segmenter is either a TorchScript file or a self-describing checkpoint written by
-``tools/train_segmenter.py`` (see :data:`SEGMENTER_FORMAT`).
+Segmenters load as weights into architectures defined here (never by running code from the file):
+the published DRN-D-105 Cityscapes state dict (``drn-d-105_ms_cityscapes.pth``, see
+:mod:`.drn`; the segmenter published pix2pix mIoU is measured with) or a self-describing
+checkpoint written by ``tools/train_segmenter.py`` (:data:`SEGMENTER_FORMAT`, an smp network;
+its figures are not comparable with published ones). A TorchScript file is accepted only when
+the recipe sets ``eval.trust_torchscript: true``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import zipfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from gancompress.errors import CheckpointError, DataError, MissingFileError
+from ..errors import CheckpointError, DataError, MissingFileError
+from .weights import (TRUST_KEY, first_mismatch, is_torchscript_archive, load_into, load_tensors, sha256_of,
+                      unwrap_state_dict)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +90,7 @@ class Palette:
     name: str
     colours: torch.Tensor
     ids: torch.Tensor
-    max_distance: Optional[float] = None
+    max_distance: float | None = None
 
     def to_dict(self) -> dict:
         """Plain-type form stored in checkpoints (loadable with ``weights_only=True``)."""
@@ -119,9 +125,9 @@ def cityscapes_palette(ignore_index: int = 255) -> Palette:
 def colour_to_ids(
     label_rgb,
     colours,
-    ids: Optional[torch.Tensor] = None,
+    ids: torch.Tensor | None = None,
     *,
-    max_distance: Optional[float] = None,
+    max_distance: float | None = None,
     ignore_index: int = 255,
 ) -> torch.Tensor:
     """Convert a colour label map to class ids by nearest palette colour.
@@ -219,6 +225,8 @@ def miou_from_confusion(cm: torch.Tensor) -> dict:
     }
 
 
+
+
 class Segmenter:
     """A segmentation network with its input convention.
 
@@ -228,9 +236,14 @@ class Segmenter:
         input_size: (h, w) the images are resized to for the net, or None to feed them as they are.
         mean, std: per-channel normalisation applied to [0, 1] images, or None for none.
         num_classes: C if known.
-        palette: colour -> id mapping of the training labels, if the segmenter was trained on
-            colour label maps.
-        source: where it was loaded from (for messages).
+        palette: colour -> id mapping of the training labels, used to turn colour label maps
+            into class ids.
+        source: the file it was loaded from (for messages and protocol records).
+        kind: "drn-d-105" (the published Cityscapes DRN), "smp" (a tools/train_segmenter.py
+            checkpoint) or "torchscript" (a trusted user module).
+        sha256: hex SHA-256 of the file.
+        quantize: "truncate" to floor images to 8-bit levels first (GAN Compression's
+            ``tensor2im``), or None to feed the floats as they are.
     """
 
     def __init__(
@@ -238,12 +251,15 @@ class Segmenter:
         net: torch.nn.Module,
         device,
         *,
-        input_size: Optional[Sequence[int]] = None,
-        mean: Optional[Sequence[float]] = None,
-        std: Optional[Sequence[float]] = None,
-        num_classes: Optional[int] = None,
-        palette: Optional[Palette] = None,
+        input_size: Sequence[int] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        num_classes: int | None = None,
+        palette: Palette | None = None,
         source: str = "",
+        kind: str = "smp",
+        sha256: str = "",
+        quantize: str | None = None,
     ):
         self.net = net.eval()
         self.device = torch.device(device)
@@ -253,9 +269,20 @@ class Segmenter:
         self.num_classes = num_classes
         self.palette = palette
         self.source = source
+        self.kind = kind
+        self.sha256 = sha256
+        self.quantize = quantize
 
     def _channel_vector(self, values: Sequence[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+
+    def describe(self) -> dict:
+        """The evaluator part of a protocol record: what it is, its file and the file's SHA-256 (12 hex)."""
+        names = {"drn-d-105": "DRN-D-105 (DRNSeg, fyu/drn) Cityscapes segmenter",
+                 "smp": "own segmentation_models_pytorch segmenter (tools/train_segmenter.py)",
+                 "torchscript": "user TorchScript segmenter (trusted by eval.trust_torchscript)"}
+        return {"name": names.get(self.kind, self.kind), "kind": self.kind, "file": self.source,
+                "sha256": self.sha256[:12]}
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -268,6 +295,10 @@ class Segmenter:
             (N, C, h', w') float logits at the net's output resolution.
         """
         x = images.to(self.device, torch.float32)
+        if self.quantize == "truncate":
+            # tensor2im: uint8(clip(x * 255)); the epsilon keeps exact 8-bit levels that went
+            # through float arithmetic (k/255 read back as k - 1e-6) on their own level.
+            x = torch.floor(x.clamp(0.0, 1.0) * 255.0 + 1e-3) / 255.0
         if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
             x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
         if self.mean is not None:
@@ -283,7 +314,7 @@ class Segmenter:
         return out.float()
 
     @torch.inference_mode()
-    def predict(self, images: torch.Tensor, out_size: Optional[Sequence[int]] = None) -> torch.Tensor:
+    def predict(self, images: torch.Tensor, out_size: Sequence[int] | None = None) -> torch.Tensor:
         """Segment images.
 
         Args:
@@ -310,13 +341,69 @@ class Segmenter:
             )
         return colour_to_ids(label_rgb, self.palette)
 
+    def label_ids(self, label: torch.Tensor) -> torch.Tensor:
+        """(H, W) class ids as they are, or an (H, W, 3) colour map converted with the palette."""
+        label = torch.as_tensor(label)
+        if label.dim() == 3 and label.shape[-1] == 3:
+            return self.labels_from_colour(label)
+        if label.dim() != 2:
+            raise DataError(f"a label map must be (H, W) class ids or (H, W, 3) colours, got {tuple(label.shape)}")
+        return label.long()
 
-def _is_torchscript_archive(path: Path) -> bool:
-    """True when ``path`` is a TorchScript zip archive (it holds code and constants, a torch.save file does not)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
+
+class Confusion:
+    """One confusion matrix accumulated over a whole evaluation set (the pix2pix / GAN Compression way).
+
+    Args:
+        num_classes: C.
+        ignore_index: label value skipped.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255):
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
+        self.images = 0
+
+    def add(self, segmenter: Segmenter, images: torch.Tensor, labels) -> None:
+        """Segment ``images`` and count their pixels against ``labels``.
+
+        Each prediction is made at the label's resolution (logits upsampled bilinearly).
+
+        Args:
+            segmenter: a :class:`Segmenter`.
+            images: (N, 3, h, w) RGB in [0, 1].
+            labels: (N, H, W) class ids, or a list of N maps, each (H, W) ids or (H, W, 3) colours.
+        """
+        if torch.is_tensor(labels) and (labels.dim() != 3 or labels.shape[0] != images.shape[0]):
+            raise DataError(
+                f"labels must be (N, H, W) class ids matching {images.shape[0]} images, got {tuple(labels.shape)}: "
+                f"convert colour label maps with Segmenter.labels_from_colour"
+            )
+        ids = [segmenter.label_ids(label) for label in labels]
+        if len(ids) != images.shape[0]:
+            raise DataError(f"{len(ids)} label maps for {images.shape[0]} images")
+        if len({tuple(i.shape) for i in ids}) == 1:
+            preds = [segmenter.predict(images, out_size=ids[0].shape).cpu()]
+            ids = [torch.stack(ids)]
+        else:  # label maps of different sizes: one image at a time
+            preds = [segmenter.predict(images[i:i + 1], out_size=ids[i].shape).cpu() for i in range(len(ids))]
+            ids = [i[None] for i in ids]
+        for pred, label in zip(preds, ids):
+            if int(pred.max()) >= self.num_classes:
+                raise DataError(
+                    f"segmenter {segmenter.source} predicts class {int(pred.max())} but num_classes is "
+                    f"{self.num_classes}: pass the number of classes the segmenter was trained with"
+                )
+            self.cm += confusion_matrix(pred, label.cpu(), self.num_classes, self.ignore_index)
+        self.images += images.shape[0]
+
+    def result(self) -> dict:
+        """:func:`miou_from_confusion` of the accumulated matrix plus ``"num_images"``."""
+        if self.images == 0:
+            raise DataError("mIoU received no images: check the evaluation dataset folder")
+        out = miou_from_confusion(self.cm)
+        out["num_images"] = self.images
+        return out
 
 
 def build_segmenter_net(arch: str, encoder: str, num_classes: int) -> torch.nn.Module:
@@ -332,106 +419,128 @@ def build_segmenter_net(arch: str, encoder: str, num_classes: int) -> torch.nn.M
     return smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=num_classes)
 
 
-def load_segmenter(path, device="cpu") -> Segmenter:
-    """Load a segmenter from a TorchScript file or a ``gancompress-segmenter`` checkpoint.
-
-    A TorchScript module must take (N, 3, h, w) RGB in [0, 1] (it does its own normalisation)
-    and return (N, C, h', w') logits. A checkpoint is a dict with keys ``format``, ``arch``,
-    ``encoder``, ``num_classes``, ``input_size``, ``mean``, ``std``, ``state_dict`` and
-    optionally ``palette``; it is loaded with ``weights_only=True`` and rebuilt with smp.
-
-    Args:
-        path: file path.
-        device: device to run on.
-
-    Returns:
-        a :class:`Segmenter`.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(
-            f"segmenter {path} not found: train one with tools/train_segmenter.py "
-            f"(or give a TorchScript file) and set its path"
-        )
-    if _is_torchscript_archive(path):
-        net = torch.jit.load(str(path), map_location=device)
-        log.info("loaded TorchScript segmenter %s", path)
-        return Segmenter(net, device, source=str(path))
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
-        raise CheckpointError(
-            f"segmenter {path} is neither a TorchScript file nor a checkpoint loadable with weights_only=True "
-            f"({type(e).__name__}): re-create it with tools/train_segmenter.py"
-        ) from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != SEGMENTER_FORMAT:
-        raise CheckpointError(
-            f"segmenter {path} is not a {SEGMENTER_FORMAT!r} checkpoint nor a TorchScript file: "
-            f"re-create it with tools/train_segmenter.py"
-        )
+def _smp_segmenter(ckpt: dict, path: Path, device, sha: str) -> Segmenter:
+    """Rebuild a ``gancompress-segmenter`` checkpoint (already loaded with weights_only=True)."""
     required = ("arch", "encoder", "num_classes", "input_size", "mean", "std", "state_dict")
     missing = [k for k in required if k not in ckpt]
     if missing:
         raise CheckpointError(
             f"segmenter checkpoint {path} lacks keys {missing}: re-create it with tools/train_segmenter.py"
         )
-    net = build_segmenter_net(ckpt["arch"], ckpt["encoder"], int(ckpt["num_classes"]))
-    net.load_state_dict(ckpt["state_dict"])
-    net.to(device)
+    with torch.device("meta"):  # shapes only: the weights come from the file
+        net = build_segmenter_net(ckpt["arch"], ckpt["encoder"], int(ckpt["num_classes"]))
+    problem = first_mismatch(net, ckpt["state_dict"])
+    if problem:
+        raise CheckpointError(
+            f"segmenter checkpoint {path} does not fit its {ckpt['arch']}/{ckpt['encoder']} network: {problem}; "
+            f"re-create it with tools/train_segmenter.py"
+        )
+    load_into(net, ckpt["state_dict"]).to(device)
     palette = Palette.from_dict(ckpt["palette"]) if ckpt.get("palette") else None
     log.info("loaded %s/%s segmenter %s (%d classes)", ckpt["arch"], ckpt["encoder"], path, ckpt["num_classes"])
-    return Segmenter(
-        net,
-        device,
-        input_size=ckpt["input_size"],
-        mean=ckpt["mean"],
-        std=ckpt["std"],
-        num_classes=int(ckpt["num_classes"]),
-        palette=palette,
-        source=str(path),
-    )
+    return Segmenter(net, device, input_size=ckpt["input_size"], mean=ckpt["mean"], std=ckpt["std"],
+                     num_classes=int(ckpt["num_classes"]), palette=palette, source=str(path), kind="smp",
+                     sha256=sha)
+
+
+def load_segmenter(path, device="cpu", *, trust_torchscript: bool = False) -> Segmenter:
+    """Load a segmenter as weights into an architecture defined here.
+
+    Accepted files:
+
+    * the DRN-D-105 Cityscapes state dict (``drn-d-105_ms_cityscapes.pth``): a plain state dict,
+      possibly under a 'state_dict' or 'model' key and with a 'module.' prefix; every key and
+      shape must fit :class:`~gancompress.metrics.drn.DRNSeg`;
+    * a ``gancompress-segmenter`` checkpoint of tools/train_segmenter.py (keys ``format``,
+      ``arch``, ``encoder``, ``num_classes``, ``input_size``, ``mean``, ``std``, ``state_dict``,
+      optionally ``palette``), rebuilt with segmentation_models_pytorch;
+    * a TorchScript module mapping (N, 3, h, w) RGB in [0, 1] to logits, only with
+      ``trust_torchscript`` (the recipe's ``eval.trust_torchscript``): loading it runs its code.
+
+    The file is read once; its SHA-256 and the unpickled weights come from the same bytes.
+
+    Args:
+        path: file path.
+        device: device to run on.
+        trust_torchscript: allow TorchScript files.
+
+    Returns:
+        a :class:`Segmenter`.
+
+    Raises:
+        MissingFileError: no such file (the message says where the DRN weights come from).
+        CheckpointError: a TorchScript file without trust, a pickle that would run code, or a
+            file whose first non-fitting key (missing, unexpected or mis-shaped) is named.
+    """
+    from .drn import (CITYSCAPES_CLASSES, CITYSCAPES_MEAN, CITYSCAPES_STD, DRN_D_105_FILENAME, DRN_D_105_URL,
+                      DRNSeg)
+
+    path = Path(path)
+    fix = (f"set eval.segmenter to {DRN_D_105_FILENAME} (from {DRN_D_105_URL}) or to a checkpoint written by "
+           f"tools/train_segmenter.py")
+    if not path.is_file():
+        raise MissingFileError(
+            f"segmenter {path} not found: for Cityscapes mIoU comparable with published figures download "
+            f"{DRN_D_105_FILENAME} from {DRN_D_105_URL}, or train your own with tools/train_segmenter.py; "
+            f"then set eval.segmenter to its path"
+        )
+    if is_torchscript_archive(path):
+        if not trust_torchscript:
+            raise CheckpointError(
+                f"segmenter {path} is a TorchScript file, and loading TorchScript runs code from the file: "
+                f"set {TRUST_KEY}: true in the recipe if you trust it, or {fix}"
+            )
+        net = torch.jit.load(str(path), map_location=device)
+        log.warning("loaded TorchScript segmenter %s (trusted by %s)", path, TRUST_KEY)
+        return Segmenter(net, device, source=str(path), kind="torchscript", sha256=sha256_of(path))
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    obj = load_tensors(data, f"segmenter {path}", fix)
+    if isinstance(obj, dict) and obj.get("format") == SEGMENTER_FORMAT:
+        return _smp_segmenter(obj, path, device, sha)
+    state = unwrap_state_dict(obj)
+    with torch.device("meta"):  # shapes only: the weights come from the file
+        net = DRNSeg(CITYSCAPES_CLASSES)
+    problem = first_mismatch(net, state) if state else f"it holds a {type(obj).__name__}, not a state dict"
+    if problem:
+        raise CheckpointError(
+            f"segmenter {path} is neither a {SEGMENTER_FORMAT!r} checkpoint nor a DRN-D-105 state dict: "
+            f"{problem}; {fix}"
+        )
+    load_into(net, state).to(device)
+    log.info("loaded DRN-D-105 segmenter %s (sha256 %s)", path, sha[:12])
+    return Segmenter(net, device, mean=CITYSCAPES_MEAN, std=CITYSCAPES_STD, num_classes=CITYSCAPES_CLASSES,
+                     palette=cityscapes_palette(), source=str(path), kind="drn-d-105", sha256=sha,
+                     quantize="truncate")
 
 
 def evaluate_miou(
     segmenter: Segmenter,
     images_iter: Iterable,
-    num_classes: int,
+    num_classes: int | None = None,
     ignore_index: int = 255,
 ) -> dict:
     """mIoU of generated images against the label maps they were generated from.
 
-    Each batch is segmented at the segmenter's input size, the logits are bilinearly upsampled
-    to the label resolution and argmax-ed, and one confusion matrix is accumulated over the
-    whole set (not averaged per image), as in the pix2pix / GAN-compression protocol.
+    Each batch is segmented, the logits are bilinearly upsampled to the label resolution and
+    argmax-ed, and one confusion matrix is accumulated over the whole set (not averaged per
+    image), as in the pix2pix / GAN Compression protocol (see :class:`Confusion`).
 
     Args:
         segmenter: a :class:`Segmenter`.
         images_iter: yields ``(images, labels)``: images (N, 3, h, w) RGB in [0, 1], labels
-            (N, H, W) long class ids with ``ignore_index`` for unlabelled pixels.
-        num_classes: C.
+            (N, H, W) long class ids with ``ignore_index`` for unlabelled pixels (or a list of
+            per-image id / colour maps).
+        num_classes: C; default the segmenter's.
         ignore_index: label value skipped.
 
     Returns:
         :func:`miou_from_confusion`'s dict plus ``"num_images"``.
     """
-    cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    n = 0
+    num_classes = num_classes or segmenter.num_classes
+    if not num_classes:
+        raise DataError(f"segmenter {segmenter.source} does not say its number of classes: pass num_classes")
+    confusion = Confusion(num_classes, ignore_index)
     for images, labels in images_iter:
-        if labels.dim() != 3 or labels.shape[0] != images.shape[0]:
-            raise DataError(
-                f"labels must be (N, H, W) class ids matching {images.shape[0]} images, got {tuple(labels.shape)}: "
-                f"convert colour label maps with Segmenter.labels_from_colour"
-            )
-        pred = segmenter.predict(images, out_size=labels.shape[-2:])
-        if int(pred.max()) >= num_classes:
-            raise DataError(
-                f"segmenter {segmenter.source} predicts class {int(pred.max())} but num_classes is {num_classes}: "
-                f"pass the number of classes the segmenter was trained with"
-            )
-        cm += confusion_matrix(pred.cpu(), labels.cpu(), num_classes, ignore_index)
-        n += images.shape[0]
-    if n == 0:
-        raise DataError("evaluate_miou received no images: check the evaluation dataset folder")
-    out = miou_from_confusion(cm)
-    out["num_images"] = n
-    return out
+        confusion.add(segmenter, images, labels)
+    return confusion.result()

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gancompress.errors import DataError, GanCompressError
-from gancompress.metrics.miou import (
+from ..errors import DataError, GanCompressError
+from ..fileio import atomic_write
+from .miou import (
     SEGMENTER_FORMAT,
     Palette,
     build_segmenter_net,
@@ -205,22 +204,9 @@ def lr_at(step: int, total_steps: int, base_lr: float) -> float:
 
 
 def save_atomic(obj, path) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``.
-
-    A crash mid-write never leaves a truncated checkpoint at ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """``torch.save`` through :func:`gancompress.fileio.atomic_write`: a crash mid-write never
+    leaves a truncated checkpoint at ``path``."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _resolve_palette(palette, labels_from, paths, ignore_index):
@@ -260,7 +246,7 @@ def train_segmenter(
     *,
     arch: str = "Unet",
     encoder: str = "resnet18",
-    num_classes: Optional[int] = None,
+    num_classes: int | None = None,
     palette="cityscapes",
     labels_from: str = "colour",
     ignore_index: int = 255,
@@ -271,7 +257,7 @@ def train_segmenter(
     device="cpu",
     seed: int = 0,
     num_workers: int = 0,
-    max_steps: Optional[int] = None,
+    max_steps: int | None = None,
 ) -> dict:
     """Train an smp segmentation network from scratch on an aligned A|B folder and save it.
 
