@@ -15,9 +15,9 @@ _NAME = re.compile(r"[^\W_][\w.-]*")
 def safe_run_name(name: str, where: str = "<recipe>") -> str:
     """Return ``name`` if it is safe as one folder name, else raise RecipeError.
 
-    Refused: an empty name, one over :data:`MAX_NAME` characters (or 255 bytes of UTF-8), ``.``/``..`` or anything starting
-    with a dot, path separators (so ``../x`` and absolute paths), spaces, control and other
-    characters outside letters, digits, ``.``, ``_`` and ``-``.
+    Refused: an empty name, one over :data:`MAX_NAME` characters (or 255 bytes of UTF-8),
+    ``.``/``..`` or anything starting with a dot, path separators (so ``../x`` and absolute
+    paths), spaces, control and other characters outside letters, digits, ``.``, ``_`` and ``-``.
 
     Args:
         name: the recipe's ``name``.

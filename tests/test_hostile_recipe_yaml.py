@@ -94,7 +94,8 @@ def test_oversized_file_is_refused_without_parsing(tmp_path):
 
 @pytest.mark.parametrize("text,match", [
     ("name: a\ntrain:\n  lr_g: 1\ntrain:\n  lr_d: 2\n", r"line 4: duplicate key 'train' \(first at line 2\)"),
-    ("name: a\ntrain:\n  lr_g: 1\n  beta1: 0.5\n  lr_g: 2\n", r"line 5: duplicate key 'train.lr_g' \(first at line 3\)"),
+    ("name: a\ntrain:\n  lr_g: 1\n  beta1: 0.5\n  lr_g: 2\n",
+     r"line 5: duplicate key 'train.lr_g' \(first at line 3\)"),
     ("model: {ngf: 8, ngf: 16}\n", r"line 1: duplicate key 'model.ngf'"),
     ("d_layers:\n- {a: 1, a: 2}\n", r"duplicate key 'd_layers\[0\].a'"),
 ])
