@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .images import Augment, item_key, list_images, load_rgb, screen_images
+from .images import Augment, ImageSource, item_key, list_images, screen_images
 
 LAYOUT = ("<root>/<split>/*.png|jpg, each image A|B side by side (A left, B right, equal halves); "
           "make it with tools/make_demo_data.py or, for Cityscapes, tools/prepare_cityscapes.py")
@@ -28,9 +28,11 @@ class AlignedDataset(Dataset):
         load_size, crop_size, flip: augmentation (crop and flip only when ``train``).
         train: augment or not.
         max_items: keep only the first N files (0 = all).
-        on_bad_image: 'error' or 'skip'.
+        on_bad_image: 'error' or 'skip' (bad files are screened out when the dataset is built; one
+            that still fails to decode when loaded is replaced by the next file that decodes).
 
-    Items: {"A": (3, crop, crop) input in [-1, 1], "B": target, "index": int}.
+    Items: {"A": (3, crop, crop) input in [-1, 1], "B": target, "index": the file's index (the
+    replacement's, when a bad file was skipped)}.
     """
 
     def __init__(self, root: str | Path, split: str, direction: str = "AtoB", load_size: int = 286,
@@ -43,6 +45,7 @@ class AlignedDataset(Dataset):
         if max_items:
             files = files[:max_items]
         self.files = screen_images(files, on_bad_image, check=_even_width)
+        self.source = ImageSource(self.files, on_bad_image)
         self.direction = direction
         self.augment = Augment(load_size, crop_size, flip, train)
 
@@ -51,7 +54,7 @@ class AlignedDataset(Dataset):
 
     def __getitem__(self, key) -> dict:
         index, seed = item_key(key)
-        img = load_rgb(self.files[index])
+        index, img = self.source.load(index)
         w, h = img.size
         a, b = img.crop((0, 0, w // 2, h)), img.crop((w // 2, 0, w, h))
         if self.direction == "BtoA":

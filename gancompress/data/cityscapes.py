@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
+from .images import decode_image, load_rgb
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,8 @@ LABEL_TO_TRAINID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8,
 LAYOUT = ("<cityscapes>/leftImg8bit/<split>/<city>/*_leftImg8bit.png and "
           "<cityscapes>/gtFine/<split>/<city>/*_gtFine_color.png (download leftImg8bit_trainvaltest.zip and "
           "gtFine_trainvaltest.zip from cityscapes-dataset.com and unzip both into one folder)")
+
+REFETCH = "unzip the archive again (the file is damaged)"
 
 
 def trainid_lookup() -> np.ndarray:
@@ -54,16 +57,16 @@ def convert_cityscapes(src: str | Path, out: str | Path, splits=("train", "val")
             ids_path = label_dir / f"{stem}_gtFine_labelIds.png"
             if not color_path.is_file():
                 raise DataError(f"{color_path}: label map missing for {photo_path.name}; expected {LAYOUT}")
-            with Image.open(photo_path) as p, Image.open(color_path) as c:
-                photo = p.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-                colour = c.convert("RGB").resize((size, size), Image.Resampling.NEAREST)
+            # Bounded, one-line errors naming the file for truncated or oversized downloads.
+            photo = load_rgb(photo_path, True, REFETCH).resize((size, size), Image.Resampling.BICUBIC)
+            colour = load_rgb(color_path, True, REFETCH).resize((size, size), Image.Resampling.NEAREST)
             pair = Image.new("RGB", (2 * size, size))
             pair.paste(photo, (0, 0))
             pair.paste(colour, (size, 0))
             pair.save(out / split / f"{stem}.png")
             if ids_path.is_file():
-                with Image.open(ids_path) as ids:
-                    Image.fromarray(table[np.asarray(ids)]).save(out / f"{split}_trainids" / f"{stem}.png")
+                ids = decode_image(ids_path, REFETCH)
+                Image.fromarray(table[np.asarray(ids)]).save(out / f"{split}_trainids" / f"{stem}.png")
         counts[split] = len(photos)
         log.info("%s: %d pairs", split, len(photos))
     return counts

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from .images import item_key, list_images, load_rgb, screen_images, to_tensor
+from .images import ImageSource, item_key, list_images, screen_images, to_tensor
 
 
 class ImageFolderDataset(Dataset):
@@ -46,6 +46,7 @@ class ImageFolderDataset(Dataset):
         if max_items:
             files = files[:max_items]
         self.files = screen_images(files, on_bad_image)
+        self.source = ImageSource(self.files, on_bad_image)
         self.image_size, self.center_crop = image_size, center_crop
         self.flip, self.train, self.latent_dim = flip, train, latent_dim
 
@@ -58,7 +59,7 @@ class ImageFolderDataset(Dataset):
         # z first, so an item's code does not depend on whether it is flipped (train or eval).
         z = torch.randn(self.latent_dim, generator=gen) if self.latent_dim else None
         flip = self.train and self.flip and bool(torch.rand((), generator=gen) < 0.5)
-        img = load_rgb(self.files[index])
+        index, img = self.source.load(index)
         if self.center_crop:
             side = min(self.center_crop, *img.size)
             img = TF.center_crop(img, [side, side])

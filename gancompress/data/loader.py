@@ -10,6 +10,54 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..errors import DataError, GanCompressError
+
+_WORKER = "in DataLoader worker process"
+
+
+def worker_message(exc: GanCompressError) -> str:
+    """The original one-line message of a user error raised inside a DataLoader worker.
+
+    DataLoader re-raises a worker's exception in the main process as the same class, its message
+    replaced by "Caught DataError in DataLoader worker process 0. Original Traceback ..." and the
+    whole worker traceback; the original message is the text after the class name on the last
+    line of that traceback. Messages of errors raised in the main process are returned as they are.
+    """
+    text = str(exc)
+    first = text.split("\n", 1)[0]
+    if _WORKER not in first:
+        return text
+    cls = type(exc)
+    heads = (f"{cls.__module__}.{cls.__qualname__}: ", f"{cls.__qualname__}: ")
+    for line in reversed(text.splitlines()):
+        for head in heads:
+            if line.startswith(head):
+                return line[len(head):]
+    return first
+
+
+def one_line_errors(batches):
+    """Iterate ``batches``, re-raising user errors from DataLoader workers with their own message.
+
+    Errors that are not :class:`GanCompressError` (bugs) keep torch's worker traceback.
+    """
+    it = iter(batches)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except GanCompressError as exc:
+            message = worker_message(exc)
+            if message == str(exc):
+                raise
+            try:
+                error = type(exc)(message)
+            except Exception:  # a subclass with another constructor
+                error = GanCompressError(message)
+            raise error from None
+        yield batch
+
 
 def _mix(*parts: int) -> int:
     """A 63-bit seed from integers (deterministic across runs and platforms)."""
@@ -60,7 +108,6 @@ class BatchSource:
     def __init__(self, dataset: Dataset, batch_size: int, seed: int, stream: int = 0, num_workers: int = 0,
                  pin_memory: bool = False, shuffle: bool = True, rank: int = 0, world: int = 1):
         if len(dataset) < batch_size * world:
-            from ..errors import DataError
             raise DataError(f"the dataset has {len(dataset)} items, fewer than one batch "
                             f"(data.batch_size {batch_size} x {world} process(es)); add data or lower data.batch_size")
         self.sampler = _EpochBatches(len(dataset), batch_size, seed, stream, shuffle, rank, world)
@@ -74,6 +121,10 @@ class BatchSource:
         return self.sampler.batches_per_epoch()
 
     def epoch(self, epoch: int, start: int = 0):
-        """Iterate the batches of ``epoch`` from batch ``start`` on."""
+        """Iterate the batches of ``epoch`` from batch ``start`` on.
+
+        A bad image found by a worker ends the iteration with the worker's one-line DataError,
+        not with its traceback (see :func:`one_line_errors`).
+        """
         self.sampler.epoch, self.sampler.start = epoch, start
-        return iter(self.loader)
+        return one_line_errors(self.loader)

@@ -15,10 +15,10 @@ antialiased like MATLAB's ``imresize``. The bicubic baseline (:func:`bicubic_ups
 the same 8-bit LR image with the same PIL filter.
 
 Images are converted to RGB (COCO and Set14 hold a few grayscale images; they become three equal
-channels). Images too small for a crop are skipped and counted in one log line; unreadable or
-truncated files follow ``data.on_bad_image``: 'error' names the file, 'skip' leaves it out
-(a file whose header reads but whose data is cut off is replaced, when its item is loaded, by the
-next readable image, with a warning).
+channels). Images too small for a crop are skipped and counted in one log line; unreadable,
+truncated or corrupted files (see ``images.check_image``) follow ``data.on_bad_image``: 'error'
+names the file, 'skip' leaves it out (a file that passes the screening but still fails to decode
+when its item is loaded is replaced by the next readable image, with a warning).
 """
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .images import item_key, list_images, to_tensor
+from .images import ImageSource, check_image, item_key, list_images, load_rgb, to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -76,24 +76,9 @@ def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
     return torch.stack(out).to(lr.device)
 
 
-def _header_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc.__class__.__name__}); remove it or set "
-                        "data.on_bad_image: skip") from None
-
-
 def load_image(path: Path) -> Image.Image:
     """Decode an image fully and convert it to RGB; DataError names the file if it is corrupt."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: cannot decode image ({exc}); remove or replace it, or set "
-                        "data.on_bad_image: skip") from None
+    return load_rgb(path, convert=True)
 
 
 class SRDataset(Dataset):
@@ -133,11 +118,11 @@ class SRDataset(Dataset):
         good, bad, small = [], [], 0
         for path in files:
             try:
-                size = _header_size(path)
-            except DataError:
+                _, size = check_image(path)
+            except DataError as exc:
                 if on_bad_image == "error":
                     raise
-                bad.append(path)
+                bad.append(exc)
                 continue
             if min(size) < min_side:
                 small += 1
@@ -145,36 +130,21 @@ class SRDataset(Dataset):
                 good.append(path)
         if bad:
             log.warning("%s: skipped %d unreadable image(s) (data.on_bad_image: skip), first: %s",
-                        folder, len(bad), bad[0].name)
+                        folder, len(bad), bad[0])
         if small:
             log.info("%s: skipped %d image(s) with a side under %d px", folder, small, min_side)
         if not good:
             raise DataError(f"{folder}: no readable image has both sides >= {min_side} px "
                             f"({len(bad)} unreadable, {small} too small)")
         self.files = good
-        self._warned: set[int] = set()
+        self.source = ImageSource(good, on_bad_image, convert=True)
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def _load(self, index: int) -> tuple[int, Image.Image]:
-        """The image of ``index`` or, with on_bad_image 'skip', of the next one that decodes."""
-        for k in range(len(self.files)):
-            i = (index + k) % len(self.files)
-            try:
-                return i, load_image(self.files[i])
-            except DataError:
-                if self.on_bad_image == "error":
-                    raise
-                if i not in self._warned:
-                    self._warned.add(i)
-                    log.warning("%s: cannot decode; using the next image instead (data.on_bad_image: skip)",
-                                self.files[i])
-        raise DataError(f"{self.files[0].parent}: no image of the split decodes")
-
     def __getitem__(self, key) -> dict:
         index, seed = item_key(key)
-        index, img = self._load(index)
+        index, img = self.source.load(index)
         crop = self.hr_crop
         if crop:
             w, h = img.size

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .images import Augment, item_key, list_images, load_rgb, screen_images
+from .images import Augment, ImageSource, item_key, list_images, screen_images
 
 LAYOUT = ("<root>/trainA, <root>/trainB, <root>/testA, <root>/testB, each a folder of RGB .png/.jpg "
           "images, unpaired (CycleGAN's layout; tools/make_demo_data.py cyclegan writes one)")
@@ -61,7 +61,7 @@ class UnalignedDataset(Dataset):
         train: augment or centre-crop.
         pairing: 'random' (B drawn from the item's seed) or 'serial' (B is ``index % len(B)``).
         max_items: keep only the first N files of each domain (0 = all).
-        on_bad_image: 'error' or 'skip'.
+        on_bad_image: 'error' or 'skip' (as for ``AlignedDataset``).
 
     Items, addressed by ``index`` or ``(index, seed)``: {"A": (3, crop, crop) in [-1, 1],
     "B": (3, crop, crop) in [-1, 1], "index": the A file's index}.
@@ -74,6 +74,8 @@ class UnalignedDataset(Dataset):
             raise DataError(f"data.pairing: expected one of {', '.join(PAIRINGS)}, got {pairing!r}")
         self.files_a = domain_files(root, split, "A", max_items, on_bad_image)
         self.files_b = domain_files(root, split, "B", max_items, on_bad_image)
+        self.source_a = ImageSource(self.files_a, on_bad_image)
+        self.source_b = ImageSource(self.files_b, on_bad_image)
         self.pairing = pairing
         self.augment = Augment(load_size, crop_size, flip, train)
 
@@ -90,8 +92,10 @@ class UnalignedDataset(Dataset):
             index_b = index % len(self.files_b)
         # Two derived seeds: A and B are cropped and flipped independently.
         seed_a, seed_b = torch.randint(0, 2 ** 62, (2,), generator=gen).tolist()
-        a = self.augment([load_rgb(self.files_a[index_a])], seed_a)[0]
-        b = self.augment([load_rgb(self.files_b[index_b])], seed_b)[0]
+        index_a, image_a = self.source_a.load(index_a)
+        _, image_b = self.source_b.load(index_b)
+        a = self.augment([image_a], seed_a)[0]
+        b = self.augment([image_b], seed_b)[0]
         return {"A": a, "B": b, "index": torch.tensor(index_a)}
 
 
@@ -107,10 +111,11 @@ class DomainDataset(Dataset):
 
     def __init__(self, files: list[Path], load_size: int, crop_size: int):
         self.files = list(files)
+        self.source = ImageSource(self.files, "error")  # every image counts in FID: never substitute
         self.augment = Augment(load_size, crop_size, flip=False, train=False)
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.augment([load_rgb(self.files[index])], 0)[0]
+        return self.augment([self.source.load(index)[1]], 0)[0]
