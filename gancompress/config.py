@@ -238,8 +238,11 @@ class EvalConfig:
 
     max_images: int = field(default=0, metadata=bounded(0))
     inception_weights: str = ""   # pt_inception-2015-12-05-6726825d.pth, for FID/KID
-    fid_extractor: str = ""       # a TorchScript feature extractor used instead of Inception
-    segmenter: str = ""           # a segmenter checkpoint or TorchScript file, for mIoU
+    fid_extractor: str = ""       # a TorchScript feature extractor used instead of Inception (needs trust)
+    # Loading a TorchScript file runs its code: allowed only when the recipe says the files named in
+    # eval.segmenter / eval.fid_extractor are trusted. Whether a file is TorchScript is never guessed.
+    trust_torchscript: bool = False
+    segmenter: str = ""           # DRN-D-105 (drn-d-105_ms_cityscapes.pth) or our own smp segmenter, for mIoU
     vgg19_weights: str = ""       # torchvision's vgg19-dcbb9e9d.pth, for SRGAN's content loss
     latency: bool = True
     latency_iters: int = field(default=20, metadata=bounded(1))

@@ -19,6 +19,8 @@ from .errors import GanCompressError
 from .export import load_generator
 from .families import get_family
 from .fileio import atomic_write, atomic_write_json, atomic_write_text
+from .metrics.registry import evaluate_generators, protocol_markdown
+from .optim import resolve_amp
 from .recipe import load_recipe
 from .rundir import RunDir
 from .runtime import pick_device
@@ -57,12 +59,16 @@ def evaluate_run(run_dir: str | Path | RunDir, device: str | None = None) -> dic
     teacher = _load_role(run, "teacher", family.generator_names)
     student = _load_role(run, "student", family.generator_names)
     with torch.no_grad():
-        metrics = family.evaluate({"teacher": {n: g.to(dev) for n, g in teacher.items()},
-                                   "student": {n: g.to(dev) for n, g in student.items()}}, dev)
+        result = evaluate_generators(family, {"teacher": {n: g.to(dev) for n, g in teacher.items()},
+                                              "student": {n: g.to(dev) for n, g in student.items()}},
+                                     dev, cache_dir=run.cache)
+    metrics, protocol = result["metrics"], result["protocol"]
     lat = latency(family, teacher, student, recipe, dev) if recipe.eval.latency else {}
+    report["training"] = training_record(recipe, dev)
     for n, entry in report["generators"].items():
         if n in metrics:
             entry["metrics"] = metrics[n]
+        entry["protocol"] = protocol.get(n, {})
         if n in lat:
             entry["latency"] = lat[n]
             speed = lat[n].get("speedup", {})
@@ -72,12 +78,24 @@ def evaluate_run(run_dir: str | Path | RunDir, device: str | None = None) -> dic
             entry["onnx"] = entry["export"]["onnx"]
     if len(report["generators"]) == 1:
         only = next(iter(report["generators"].values()))
-        for key in ("metrics", "latency", "onnx"):
+        for key in ("metrics", "protocol", "latency", "onnx"):
             if key in only:
                 report[key] = only[key]
     atomic_write_json(run.report_json, report)
     write_markdown(run, report)
     return report
+
+
+def training_record(recipe, device: torch.device) -> dict:
+    """How the run's weights were trained, for the report: a figure trained in bf16 or fp16 is not
+    an fp32 figure, and the reader of a table should know which it is."""
+    try:
+        precision = resolve_amp(recipe.train.amp, device)
+    except GanCompressError:
+        precision = recipe.train.amp
+    return {"precision": {"off": "fp32"}.get(precision, precision), "amp_setting": recipe.train.amp,
+            "device": str(device.type), "seed": recipe.seed, "sparse_epochs": recipe.sparse_epochs,
+            "distill_epochs": recipe.distill_epochs, "batch_size": recipe.data.batch_size}
 
 
 def _read_report(run: RunDir) -> dict:
@@ -130,7 +148,14 @@ def write_markdown(run: RunDir, report: dict) -> Path:
         if "onnx" in g:
             lines.append(f"ONNX (opset {g['onnx']['opset']}): max |onnxruntime - eager| = "
                          f"{g['onnx']['max_abs_diff']:.3g}.")
+        if g.get("protocol"):
+            lines += ["", "How each figure was measured:", ""] + protocol_markdown({n: g["protocol"]})
         lines.append("")
+    if "training" in report:
+        t = report["training"]
+        lines += [f"Trained in {t['precision']} (train.amp: {t['amp_setting']}) on {t['device']}, seed {t['seed']}, "
+                  f"{t['sparse_epochs']} sparse + {t['distill_epochs']} distillation epochs at batch "
+                  f"{t['batch_size']}.", ""]
     grids = run.sample_grids("distill")
     if grids:
         lines += ["## Samples (input | teacher | student | target)", "",

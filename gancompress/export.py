@@ -12,6 +12,7 @@ from .checkpoint import atomic_save, safe_load
 from .config import Recipe, recipe_to_dict
 from .errors import CheckpointError, GanCompressError
 from .families import get_family
+from .families.base import MAX_PARAMS
 from .fileio import atomic_write
 from .prune import architecture_record, rebuild
 from .recipe import recipe_from_dict
@@ -33,20 +34,48 @@ def save_generator(path: Path, generator: nn.Module, recipe: Recipe, name: str, 
 
 
 def load_generator(path: str | Path, map_location="cpu") -> tuple[nn.Module, dict]:
-    """Rebuild a generator saved by :func:`save_generator`; returns (module in eval mode, metadata)."""
+    """Rebuild a generator saved by :func:`save_generator`; returns (module in eval mode, metadata).
+
+    Every field of the file is checked before anything large is built: a file of another
+    structure, an unknown generator name or a width that would not fit in memory is refused in
+    one line (CheckpointError).
+    """
     ckpt = safe_load(path, map_location=map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != GENERATOR_FORMAT:
         raise CheckpointError(f"{path}: not a gancompress generator file (expected one written to "
                               "<run>/student/ or <run>/teacher/)")
-    recipe = recipe_from_dict(ckpt["recipe"], f"{path} (embedded recipe)")
+    missing = [k for k in ("recipe", "generator", "ngf", "arch", "state_dict") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: generator file lacks '{missing[0]}'; it was not written by gancompress "
+                              "or is damaged; export it again from its run")
+    try:
+        recipe = recipe_from_dict(ckpt["recipe"], f"{path} (embedded recipe)")
+    except RecursionError:
+        raise CheckpointError(f"{path}: the embedded recipe refers to itself; the file is damaged") from None
     family = get_family(recipe.family)(recipe)
-    generator = family.build_generator(ckpt["generator"], ckpt["ngf"])
+    name, ngf = ckpt["generator"], ckpt["ngf"]
+    if name not in family.generator_names:
+        raise CheckpointError(f"{path}: generator {name!r} is not one of the {recipe.family} family's "
+                              f"({', '.join(family.generator_names)}); the file is damaged")
+    if not isinstance(ngf, int) or isinstance(ngf, bool) or ngf < 1:
+        raise CheckpointError(f"{path}: width ngf {ngf!r} is not a positive integer; the file is damaged")
+    with torch.device("meta"):
+        try:
+            size = sum(p.numel() for p in family.build_generator(name, ngf).parameters())
+        except (RuntimeError, ValueError, OverflowError):
+            size = MAX_PARAMS + 1
+    if size > MAX_PARAMS:
+        raise CheckpointError(f"{path}: width ngf {ngf} would need over {MAX_PARAMS:.3g} parameters; the file is "
+                              "damaged or not a generator of this family")
+    generator = family.build_generator(name, ngf)
     try:
         rebuild(generator, ckpt["arch"])
         generator.load_state_dict(ckpt["state_dict"])
-    except (ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: weights do not fit the recorded architecture ({str(exc)[:160]})") from None
-    return generator.eval(), {"recipe": recipe, "family": family, "name": ckpt["generator"], "ngf": ckpt["ngf"]}
+    except (ValueError, RuntimeError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: weights do not fit the recorded architecture ({why[:200]}); the file is "
+                              "damaged or was written by another version") from None
+    return generator.eval(), {"recipe": recipe, "family": family, "name": name, "ngf": ngf}
 
 
 def export_torchscript(generator: nn.Module, example: torch.Tensor, path: Path, atol: float = 1e-4) -> dict:

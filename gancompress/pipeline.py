@@ -12,27 +12,35 @@ so every rank takes the same path. The other ranks stop after stage 3.
 """
 from __future__ import annotations
 
+import datetime
+import json
 import logging
+import os
+import sys
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from . import distributed
 from .checkpoint import atomic_save, safe_load
-from .config import Recipe, dump_recipe
+from .config import Recipe, dump_recipe, recipe_to_dict
 from .detector import load_classifiers
 from .discriminators.modes import make_mode
-from .errors import GanCompressError
+from .errors import GanCompressError, WriteError
 from .export import export_torchscript, load_generator, save_generator
+from .evaluate import evaluate_run
 from .families import get_family
 from .families.base import Family
-from .fileio import atomic_write_json, atomic_write_text
+from .fileio import atomic_write_json, atomic_write_text, describe_oserror, remove_stale_tmp
+from .finite import check_finite, reset_running_stats
 from .metrics.macs import count_macs
 from .onnx_export import export_onnx, onnx_available, onnx_parity
 from .preflight import preflight
 from .prune import architecture_record, layer_widths, prune_to_budget, rebuild
 from .rundir import RunDir
+from .runlock import RunLock
 from .runtime import pick_device, seed_everything
 from .stages import DistillStage, PretrainStage, SparseStage, build_generators, build_pair
 from .train import train_stage
@@ -71,18 +79,40 @@ def describe(recipe: Recipe) -> str:
     return "\n".join(lines)
 
 
+#: Settings that shape the weights a run holds: a resume may not change them once any stage has
+#: left a checkpoint or an output (the files would no longer match the recipe).
+STRUCTURAL = ("family", "model.", "sparse.method", "prune.", "discriminator.mode", "discriminator.dmd.placement",
+              "discriminator.dmd.heads", "discriminator.glead.width", "distill.teacher", "distill.d_layers")
+
+
+def recipe_changes(old: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
+    """Key path -> (old value, new value) of every setting that differs between two recipe dicts."""
+    out = {}
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        path = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(recipe_changes(a, b, f"{path}."))
+        elif a != b:
+            out[path] = (a, b)
+    return out
+
+
 def prepare_run_dir(recipe: Recipe, run: RunDir, resume: bool) -> None:
     """Create the run folder and write the resolved recipe; refuse to overwrite a run.
 
-    Under a process group rank 0 writes; every rank raises the same errors.
+    A resume with changed settings is recorded, never silent: the changes go to ``history.jsonl``
+    and the previous recipe is kept as ``history/recipe-<n>.yaml``; a change to a setting that
+    shaped the weights already written (:data:`STRUCTURAL`) is refused. Under a process group rank
+    0 writes; every rank raises the same errors.
     """
     if stage_done(run.recipe) and not resume:
         raise GanCompressError(f"{run}: already holds a run; pass --resume to continue it, or --run-dir "
                                "to start a new one elsewhere")
-    distributed.on_main(_write_run_dir, recipe, run)
+    distributed.on_main(_write_run_dir, recipe, run, resume)
 
 
-def _write_run_dir(recipe: Recipe, run: RunDir) -> None:
+def _write_run_dir(recipe: Recipe, run: RunDir, resume: bool) -> None:
     try:
         run.root.mkdir(parents=True, exist_ok=True)
         probe = run.root / ".write-test"
@@ -91,10 +121,42 @@ def _write_run_dir(recipe: Recipe, run: RunDir) -> None:
     except OSError as exc:
         raise GanCompressError(f"{run}: cannot write the run folder ({exc.strerror}); choose a writable "
                                "--run-dir") from None
-    text = dump_recipe(recipe)
-    if run.recipe.exists() and run.recipe.read_text() != text:
-        log.warning("the recipe differs from the one %s was started with; continuing with the new one", run)
-    atomic_write_text(run.recipe, text)
+    stale = remove_stale_tmp(run.root)
+    if stale:
+        log.info("removed %d temporary file(s) an interrupted run left in %s", stale, run)
+    changes = {}
+    if run.recipe.exists():
+        previous = yaml.safe_load(run.recipe.read_text())  # our own file, written by dump_recipe
+        changes = recipe_changes(previous, recipe_to_dict(recipe))
+        fixed = [k for k in changes if k.startswith(STRUCTURAL)]
+        if fixed and _has_outputs(run):
+            k = fixed[0]
+            raise GanCompressError(f"--resume: {k} changed ({changes[k][0]!r} -> {changes[k][1]!r}) but the weights "
+                                   f"in {run} were made with the old value; resume with the run's own recipe "
+                                   f"({run.recipe}) or start a new run with --run-dir")
+        if changes:
+            log.warning("resuming %s with changed settings (recorded in %s): %s", run, run.history,
+                        ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
+            atomic_write_text(run.archived_recipe(len(run.archived_recipes()) + 1), run.recipe.read_text())
+    record = {"time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "pid": os.getpid(),
+              "argv": sys.argv, "resume": resume, "changed": {k: list(v) for k, v in changes.items()}}
+    _append_line(run.history, json.dumps(record, default=str))
+    atomic_write_text(run.recipe, dump_recipe(recipe))
+
+
+def _has_outputs(run: RunDir) -> bool:
+    """Whether any stage left a checkpoint or an output in the run folder."""
+    return any(run.checkpoints.glob("*.pt")) or any(p.exists() for p in (run.sparse, run.pruned)) \
+        or any((run.root / role).glob("*.pt") for role in ("student", "teacher"))
+
+
+def _append_line(path: Path, line: str) -> None:
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError as exc:
+        raise WriteError(f"{path}: could not be written ({describe_oserror(exc)}); make the run folder writable") \
+            from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,6 +176,7 @@ def run_pretrain(family: Family, recipe: Recipe, run: RunDir, device: torch.devi
     stage = PretrainStage(family, recipe.train, device, gens, recipe.train.pretrain_epochs, name)
     train_stage(stage, family, recipe, run, device, resume=resume)
     state = stage.gens.state_dict()
+    check_finite(state, f"stage '{name}' output {out}")
     distributed.on_main(atomic_save, state, out)
     return state
 
@@ -137,6 +200,7 @@ def run_sparse(family: Family, recipe: Recipe, run: RunDir, device: torch.device
     stage = make_sparse_stage(family, recipe, device, init)
     train_stage(stage, family, recipe, run, device, resume=resume)
     state = stage.outputs()
+    check_finite(state, f"stage 'sparse' output {out}")
     distributed.on_main(atomic_save, state, out)
     return state
 
@@ -189,6 +253,7 @@ def pruned_generator(family: Family, recipe: Recipe, name: str, entry: dict, inh
     g.load_state_dict(entry["state_dict"])
     if not inherit:
         family.reinit_generator(g)
+        reset_running_stats(g)  # a re-initialised net starts with fresh statistics too
     return g
 
 
@@ -215,6 +280,10 @@ def run_distill(family: Family, recipe: Recipe, run: RunDir, device: torch.devic
     stage = make_distill_stage(family, recipe, device, student, teacher, teacher_init)
     train_stage(stage, family, recipe, run, device, resume=resume)
     t_ngf = recipe.model.ngf_student if teacher is not None else recipe.model.ngf_teacher
+
+    for n in names:
+        check_finite(stage.t_gens[n], f"stage 'distill' teacher generator {n}")
+        check_finite(stage.s_gens[n], f"stage 'distill' student generator {n}")
 
     def save() -> None:
         for n in names:
@@ -309,6 +378,16 @@ def compress(recipe: Recipe, run_dir: str | Path | RunDir, *, resume: bool = Fal
         torch.backends.cudnn.benchmark = True
     family = get_family(recipe.family)(recipe)
     preflight(family, recipe, dev)
+    lock = RunLock(run.root)
+    distributed.on_main(lock.acquire)  # one process per run folder, released even on SIGKILL
+    try:
+        return _run_stages(family, recipe, run, dev, resume, until, device)
+    finally:
+        lock.release()
+
+
+def _run_stages(family: Family, recipe: Recipe, run: RunDir, dev: torch.device, resume: bool, until: str,
+                device: str | None) -> dict:
     prepare_run_dir(recipe, run, resume)
     sparse_state = run_sparse(family, recipe, run, dev, resume)
     if until == "sparse":
@@ -324,5 +403,4 @@ def compress(recipe: Recipe, run_dir: str | Path | RunDir, *, resume: bool = Fal
         return {"stage": "distill", "rank": distributed.rank()}
     exports = run_export(family, recipe, run)
     atomic_write_json(run.report_json, build_report(family, recipe, run, pruned, exports))
-    from .evaluate import evaluate_run
     return evaluate_run(run, device)

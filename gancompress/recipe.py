@@ -14,12 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .config import Recipe
 from .discriminators.modes import MODES
 from .errors import RecipeError
 from .families import FAMILIES
+from .paths import safe_run_name
+from .recipe_yaml import parse_override_value, read_recipe_yaml
 from .schema import build_dataclass
 
 
@@ -38,13 +38,7 @@ def load_recipe(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -
     if not path.is_file():
         raise RecipeError(f"{where}: recipe file not found (pass the path of a YAML recipe, e.g. "
                           "recipes/demo/pix2pix.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise RecipeError(f"{where}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
-    return recipe_from_dict(raw, where, overrides)
+    return recipe_from_dict(read_recipe_yaml(path), where, overrides)
 
 
 def apply_override(raw: dict, assignment: str, where: str) -> None:
@@ -61,10 +55,7 @@ def apply_override(raw: dict, assignment: str, where: str) -> None:
         if not isinstance(child, dict):
             raise RecipeError(f"{where}: --set {key_path}: '{key}' is not a section")
         node = child
-    try:
-        node[keys[-1]] = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"--set {assignment!r}: value is not valid YAML ({exc.problem})") from None
+    node[keys[-1]] = parse_override_value(text, key_path.strip())
 
 
 def recipe_from_dict(raw: Any, where: str = "<recipe>", overrides=()) -> Recipe:
@@ -81,6 +72,7 @@ def recipe_from_dict(raw: Any, where: str = "<recipe>", overrides=()) -> Recipe:
         raise RecipeError(f"{where}: family: expected one of {', '.join(sorted(FAMILIES))}, got {family_name!r}")
     family = FAMILIES[family_name]
     recipe = build_dataclass(Recipe, raw, "", where, overrides_types={"model": family.ModelConfig})
+    safe_run_name(recipe.name, where)
     if isinstance(recipe.prune.budget, dict):
         names, given = set(family.generator_names), set(recipe.prune.budget)
         if given != names:

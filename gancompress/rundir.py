@@ -4,6 +4,7 @@
 
     recipe.yaml            the resolved recipe the weights were trained with
     history.jsonl          one line per start or resume (time, command, settings changed)
+    history/recipe-<n>.yaml  the recipe before the n-th resume that changed settings
     pretrain/<stage>.pt    optional generator-only pre-training (train.pretrain_epochs > 0)
     sparse/model.pt        stage 1: the sparse generators and discriminators
     pruned/pruned.pt       stage 2: pruned architectures (see prune.architecture_record) + weights
@@ -49,6 +50,13 @@ class RunDir:
     @property
     def history(self) -> Path:
         return self.root / "history.jsonl"
+
+    def archived_recipe(self, n: int) -> Path:
+        """The recipe a run had before its ``n``-th resume with changed settings (1-based)."""
+        return self.root / "history" / f"recipe-{n}.yaml"
+
+    def archived_recipes(self) -> list[Path]:
+        return sorted((self.root / "history").glob("recipe-*.yaml"))
 
     @property
     def lock(self) -> Path:

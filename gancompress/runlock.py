@@ -89,7 +89,7 @@ class RunLock:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             key = str(self.run_dir.resolve())
         except OSError as exc:
-            raise GanCompressError(f"{self.run_dir}: cannot create the run folder ({exc.strerror}); choose a "
+            raise GanCompressError(f"{self.run_dir}: cannot write the run folder ({exc.strerror}); choose a "
                                    "writable --run-dir") from None
         if key in _HELD:
             _HELD[key][1] += 1

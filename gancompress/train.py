@@ -21,11 +21,12 @@ import torchvision
 from tqdm import tqdm
 
 from . import distributed
-from .checkpoint import atomic_save, latest, rotate, safe_load
+from .checkpoint import atomic_save, load_latest_readable, rotate, safe_load
 from .config import Recipe
 from .data.loader import BatchSource
-from .errors import CheckpointError, NonFiniteLossError
-from .fileio import atomic_write
+from .errors import CheckpointError, NonFiniteLossError, WriteError
+from .fileio import atomic_write, atomic_write_text, describe_oserror
+from .finite import check_finite
 from .families.base import Family
 from .rundir import RunDir
 
@@ -114,6 +115,91 @@ def _sample_batch(family: Family, recipe: Recipe, count: int = 4) -> dict:
     return torch.utils.data.default_collate(items)
 
 
+def _resume_point(ckpt_dir: Path, stage: str, device: torch.device) -> dict | None:
+    """The checkpoint a resumed stage continues from: the newest one that loads and is finite
+    (newer broken or diverged ones are skipped with a warning), as rank 0 chose it."""
+    picked = load_latest_readable(ckpt_dir, stage, map_location=device) if distributed.rank() == 0 else None
+    # Rank 0's choice, so every rank loads the same checkpoint even if one is written meanwhile.
+    found = distributed.broadcast_object(picked[0] if picked is not None else None)
+    if found is None:
+        return None
+    ckpt = picked[1] if picked is not None else safe_load(found, map_location=device)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("stage") != stage:
+        raise CheckpointError(f"{found}: not a '{stage}' checkpoint of gancompress; move it out of the "
+                              "checkpoints folder and --resume again")
+    return ckpt
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON record per log point, appended; a write failure is one line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def append(self, record: dict) -> None:
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise WriteError(f"{self.path}: could not be written ({describe_oserror(exc)}); free space or make the "
+                             "run folder writable, then --resume (the last checkpoint is kept)") from None
+
+    def truncate(self, stage: str, step: int) -> None:
+        """Drop the records of ``stage`` after ``step`` (a resumed stage logs them again)."""
+        if not self.path.is_file():
+            return
+        kept, dropped = [], 0
+        for line in self.path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                dropped += 1  # a line cut short by a kill
+                continue
+            if row.get("stage") == stage and row.get("step", 0) > step:
+                dropped += 1
+                continue
+            kept.append(line)
+        if dropped:
+            atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
+
+
+class RateWatch:
+    """Warns once when training runs far slower than its first measured steps did.
+
+    Called at every log point. The first interval (start-up costs) is skipped; the fastest of the
+    next :data:`REFERENCE_INTERVALS` is the reference, and a later interval below a
+    :data:`SLOWDOWN`-th of it is almost always other processes competing for the cores.
+    """
+
+    REFERENCE_INTERVALS = 3
+    SLOWDOWN = 3.0
+
+    def __init__(self, stage: str, step: int):
+        self.stage = stage
+        self.last_step, self.last_time = step, time.perf_counter()
+        self.intervals = 0
+        self.reference = 0.0
+        self.warned = False
+
+    def check(self, step: int) -> None:
+        now = time.perf_counter()
+        steps, seconds = step - self.last_step, now - self.last_time
+        self.last_step, self.last_time = step, now
+        self.intervals += 1
+        if self.intervals == 1 or steps <= 0 or seconds <= 0:
+            return
+        rate = steps / seconds
+        if self.intervals <= 1 + self.REFERENCE_INTERVALS:
+            self.reference = max(self.reference, rate)
+            return
+        if not self.warned and rate * self.SLOWDOWN < self.reference:
+            self.warned = True
+            log.warning("stage '%s' now runs at %.3g it/s, %.1fx slower than its first steps (%.3g it/s): other "
+                        "processes are probably competing for the CPU cores; run one job at a time, or give each "
+                        "fewer threads (gancompress --threads N, or OMP_NUM_THREADS=N)", self.stage, rate,
+                        self.reference / rate, self.reference)
+
+
 def train_stage(stage, family: Family, recipe: Recipe, run: RunDir | str | Path, device: torch.device, *,
                 resume: bool) -> None:
     """Run ``stage`` for ``stage.epochs`` epochs, resuming from its latest checkpoint if asked.
@@ -148,25 +234,26 @@ def train_stage(stage, family: Family, recipe: Recipe, run: RunDir | str | Path,
     samples = to_device(_sample_batch(family, recipe), device) if writer and cfg.samples_per_epoch else None
 
     epoch, it, step = 0, 0, 0
-    # Rank 0's choice, so every rank loads the same checkpoint even if one is written meanwhile.
-    found = distributed.broadcast_object(latest(ckpt_dir, stage.name) if resume else None)
-    if found is not None:
-        ckpt = safe_load(found, map_location=device)
-        if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("stage") != stage.name:
-            raise CheckpointError(f"{found}: not a '{stage.name}' checkpoint of gancompress")
+    ckpt = _resume_point(ckpt_dir, stage.name, device) if resume else None
+    if ckpt is not None:
         stage.load_state_dict(ckpt["state"])
         set_rng_state({k: (v.cpu() if isinstance(v, torch.Tensor) else [t.cpu() for t in v])
                        for k, v in ckpt["rng"].items()})
         epoch, it, step = ckpt["epoch"], ckpt["iter"], ckpt["step"]
-        log.info("resumed stage '%s' from %s (epoch %d, iteration %d)", stage.name, found.name, epoch, it)
+        log.info("resumed stage '%s' at epoch %d, iteration %d (step %d)", stage.name, epoch, it, step)
     # Every rank built its models from the same seed; taking rank 0's state makes sure they start
     # equal (weights, and the optimiser states of a resumed run).
     distributed.broadcast_state(stage)
+    metrics = MetricsLog(run.metrics)
+    if writer and resume:
+        metrics.truncate(stage.name, step)  # rows past the checkpoint would repeat
 
     def write_checkpoint(e: int, i: int, s: int) -> None:
-        path = run.checkpoint(stage.name, s)
+        state = stage.state_dict()
+        # A diverged state is never written: resume then starts from the last finite checkpoint.
+        check_finite(state, f"stage '{stage.name}' at iteration {s}")
         atomic_save({"format": CHECKPOINT_FORMAT, "stage": stage.name, "epoch": e, "iter": i, "step": s,
-                     "state": stage.state_dict(), "rng": rng_state()}, path)
+                     "state": state, "rng": rng_state()}, run.checkpoint(stage.name, s))
         rotate(ckpt_dir, stage.name, cfg.keep_checkpoints)
 
     def save_checkpoint(e: int, i: int, s: int) -> None:
@@ -176,9 +263,10 @@ def train_stage(stage, family: Family, recipe: Recipe, run: RunDir | str | Path,
         distributed.on_main(write_checkpoint, e, i, s)
 
     meter = LossMeter()
-    metrics_path = run.metrics
     total = stage.epochs * per_epoch
-    bar = tqdm(total=total, initial=step, desc=stage.name, disable=not writer or None, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=step, desc=f"{stage.name} epoch {epoch + 1}/{stage.epochs}",
+               disable=not writer or None, dynamic_ncols=True, unit="it")
+    watch = RateWatch(stage.name, step)
     started = time.perf_counter()
 
     def flush(e: int, i: int) -> None:
@@ -186,17 +274,17 @@ def train_stage(stage, family: Family, recipe: Recipe, run: RunDir | str | Path,
         if not means or not writer:
             return
         extras = {k: v.tolist() for k, v in stage.log_extras().items()}
-        record = {"stage": stage.name, "epoch": e, "iter": i, "step": step,
-                  "seconds": round(time.perf_counter() - started, 3), **means, **extras}
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        bar.set_postfix({k: f"{v:.3g}" for k, v in list(means.items())[:6]})
+        metrics.append({"stage": stage.name, "epoch": e, "iter": i, "step": step,
+                        "seconds": round(time.perf_counter() - started, 3), **means, **extras})
+        bar.set_postfix({k: f"{v:.3g}" for k, v in list(means.items())[:4]})
+        watch.check(step)
 
     while epoch < stage.epochs:
         if it >= per_epoch:
             epoch, it = epoch + 1, 0
             continue
         stage.set_epoch(epoch)
+        bar.set_description(f"{stage.name} epoch {epoch + 1}/{stage.epochs}", refresh=False)
         firsts = source.epoch(epoch, it)
         seconds = second.epoch(epoch, it) if second is not None else None
         for batch in firsts:

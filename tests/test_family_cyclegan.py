@@ -367,6 +367,7 @@ def test_pipeline_writes_two_generators_within_budget_and_their_fid(raw, tmp_pat
     extractor = tmp_path / "features.pt"  # a stand-in feature extractor: per-channel means
     torch.jit.save(torch.jit.script(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())), str(extractor))
     raw["eval"]["fid_extractor"] = str(extractor)
+    raw["eval"]["trust_torchscript"] = True  # the test wrote this TorchScript file itself
     _, recipe = _family(raw)
     run = tmp_path / "run"
     report = compress(recipe, run, device="cpu")

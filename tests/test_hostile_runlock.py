@@ -103,6 +103,6 @@ def test_nested_use_in_one_process_and_release(tmp_path):
 def test_unwritable_parent_is_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(GanCompressError, match="cannot create the run folder") as info:
+    with pytest.raises(GanCompressError, match="cannot write the run folder") as info:
         RunLock(blocker / "run").acquire()
     assert "\n" not in str(info.value)

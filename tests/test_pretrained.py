@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from gancompress.config import recipe_from_dict
+from gancompress.recipe import recipe_from_dict
 from gancompress.errors import CheckpointError
 from gancompress.families import get_family
 from gancompress.errors import RecipeError

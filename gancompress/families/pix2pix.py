@@ -79,6 +79,11 @@ class Pix2PixFamily(Family):
         return AlignedDataset(d.root, split, d.direction, d.load_size if train else d.crop_size,
                               d.crop_size, d.flip, train, d.max_items, d.on_bad_image)
 
+    def check_data(self) -> None:
+        """The training split and the evaluation split (screened now, not after training)."""
+        super().check_data()
+        self.dataset(self.recipe.data.eval_split, train=False)
+
     def synthetic_batch(self, batch_size, device):
         size, c = self.recipe.data.crop_size, self.cfg
         return {"A": torch.rand(batch_size, c.input_nc, size, size, device=device) * 2 - 1,

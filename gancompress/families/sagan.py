@@ -137,6 +137,12 @@ class SAGANFamily(Family):
         return ImageFolderDataset(folder, self.cfg.image_size, d.center_crop, d.flip, train, self.cfg.z_dim,
                                   d.max_items, d.on_bad_image, what=f"data.root; expected {LAYOUT}")
 
+    def check_data(self) -> None:
+        """The training images, and the evaluation images when FID will be measured on them."""
+        super().check_data()
+        if self.recipe.eval.fid_extractor or self.recipe.eval.inception_weights:
+            self.dataset(self.recipe.data.eval_split, train=False)
+
     def synthetic_batch(self, batch_size: int, device: torch.device) -> dict:
         size = self.cfg.image_size
         return {"image": torch.rand(batch_size, 3, size, size, device=device) * 2 - 1,

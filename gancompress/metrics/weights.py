@@ -28,7 +28,7 @@ TRUST_KEY = "eval.trust_torchscript"
 
 def trust_torchscript(eval_cfg) -> bool:
     """Whether the recipe's ``eval`` section trusts TorchScript evaluator files (default False)."""
-    return bool(getattr(eval_cfg, "trust_torchscript", False))
+    return bool(eval_cfg.trust_torchscript)
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
