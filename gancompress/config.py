@@ -223,6 +223,25 @@ class ClassifierConfig:
 
 
 @dataclass(frozen=True)
+class PretrainedConfig:
+    """A model the user already has (README: "Compress a model you already have").
+
+    ``generators`` maps each generator name to a file: a gancompress generator file, a state dict
+    of our nets, or a pytorch-CycleGAN-and-pix2pix ``unet_*``/``resnet_*`` generator
+    (``latest_net_G.pth``; CycleGAN: AtoB = ``latest_net_G_A.pth``, BtoA = ``latest_net_G_B.pth``).
+    ``discriminators`` optionally does the same for their discriminators (``latest_net_D*.pth``).
+    ``sparse`` is the route: 'finetune' runs stage 1 from the pretrained weights for
+    ``sparse.epochs`` (usually a few) with the L1 penalty; 'skip' prunes the pretrained weights by
+    their own scale/L1 statistics directly. Either way stage 3 distils from the pretrained teacher,
+    frozen or trained on (``distill.teacher``).
+    """
+
+    generators: dict[str, str] | None = None
+    discriminators: dict[str, str] | None = None
+    sparse: Literal["finetune", "skip"] = "finetune"
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     """What the export stage writes into ``export/``: TorchScript and ONNX (needs the onnx extra;
     skipped with a warning when onnx or onnxruntime is not installed)."""
@@ -262,6 +281,7 @@ class Recipe:
     distill: DistillConfig = DistillConfig()
     discriminator: DiscriminatorConfig = DiscriminatorConfig()
     classifier: ClassifierConfig = ClassifierConfig()
+    pretrained: PretrainedConfig = PretrainedConfig()
     export: ExportConfig = ExportConfig()
     eval: EvalConfig = EvalConfig()
     seed: int = field(default=0, metadata=bounded(0, MAX_SEED))
@@ -277,6 +297,13 @@ class Recipe:
         if self.sparse.epochs is not None:
             return self.sparse.epochs
         return max(1, self.distill_epochs // 10)
+
+    @property
+    def route(self) -> str:
+        """How the run gets its teacher: 'scratch', 'pretrained-finetune' or 'pretrained-prune'."""
+        if not self.pretrained.generators:
+            return "scratch"
+        return "pretrained-finetune" if self.pretrained.sparse == "finetune" else "pretrained-prune"
 
     @property
     def l1_lambda(self) -> float:

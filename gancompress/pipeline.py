@@ -61,10 +61,61 @@ def teacher_macs(family: Family, name: str):
     return count_macs(g, family.example_input(name, 1))
 
 
+ROUTES = {
+    "scratch": "stage 1 trains the sparse model from scratch, stage 2 prunes it, stage 3 distils",
+    "pretrained-finetune": "stage 1 fine-tunes the pretrained generators with the L1 penalty for sparse.epochs, "
+                           "stage 2 prunes them, stage 3 distils from the pretrained teacher",
+    "pretrained-prune": "no stage 1: stage 2 prunes the pretrained generators by their own statistics, "
+                        "stage 3 distils from the pretrained teacher",
+}
+
+
+def load_pretrained(family: Family, recipe: Recipe) -> dict | None:
+    """The user's pretrained weights in our keys, or None without ``pretrained.generators``.
+
+    Returns:
+        {"gens": a ModuleDict state dict of all generators ('<name>.<key>'), "discs": name -> state
+        dict of the discriminators given, "files": [{"role", "name", "file", "sha256", "layout"}]}.
+    """
+    from .pretrained import load_pretrained_discriminator, load_pretrained_generator
+
+    p = recipe.pretrained
+    if not p.generators:
+        return None
+    gens, discs, files = {}, {}, []
+    for n, path in p.generators.items():
+        state, info = load_pretrained_generator(path, family, n, recipe.model.ngf_teacher)
+        gens.update({f"{n}.{k}": v for k, v in state.items()})
+        files.append({"role": "generator", "name": n, "file": str(path), "sha256": info.sha256, "layout": info.layout})
+    for n, path in (p.discriminators or {}).items():
+        discs[n], info = load_pretrained_discriminator(path, family, n)
+        files.append({"role": "discriminator", "name": n, "file": str(path), "sha256": info.sha256,
+                      "layout": info.layout})
+    return {"gens": gens, "discs": discs, "files": files}
+
+
+def route_lines(family: Family, recipe: Recipe) -> list[str]:
+    """What the recipe's route runs and skips, for ``--dry-run`` and the log."""
+    lines = [f"route: {recipe.route}: {ROUTES[recipe.route]}"]
+    teacher = {"scratch": "trained online from scratch alongside the student (GCC)",
+               "continue": "trained on during stage 3", "frozen": "frozen during stage 3 (the cheapest)"}
+    lines.append(f"teacher: {teacher[recipe.distill.teacher]}")
+    if recipe.pretrained.generators:
+        from .pretrained import check_pretrained
+        lines += check_pretrained(family, recipe.pretrained.generators, recipe.pretrained.discriminators,
+                                  ngf=recipe.model.ngf_teacher)
+        missing = [n for n in family.generator_names if n not in (recipe.pretrained.discriminators or {})]
+        if missing:
+            lines.append(f"teacher discriminator {', '.join(missing)}: no pretrained.discriminators file, so "
+                         + ("trained from scratch in stage 3" if recipe.route == "pretrained-prune"
+                            else "the one stage 1 trains against the fine-tuned generator is used"))
+    return lines
+
+
 def describe(recipe: Recipe) -> str:
     """The dry-run text: resolved recipe, teacher MACs and params, and the budget of each generator."""
     family = get_family(recipe.family)(recipe)
-    lines = ["# resolved recipe", dump_recipe(recipe).rstrip(), ""]
+    lines = ["# resolved recipe", dump_recipe(recipe).rstrip(), ""] + route_lines(family, recipe) + [""]
     for name in family.generator_names:
         m = teacher_macs(family, name)
         budget = recipe.prune.budget_for(name).macs(m.complete)
@@ -190,16 +241,34 @@ def make_sparse_stage(family: Family, recipe: Recipe, device: torch.device, init
 
 
 def run_sparse(family: Family, recipe: Recipe, run: RunDir, device: torch.device, resume: bool) -> dict:
-    """Stage 1 (after optional pre-training); returns the saved state {gens, discs}."""
+    """Stage 1 (after optional pre-training); returns the saved state {gens, discs}.
+
+    With ``pretrained.generators`` the sparse model starts from the user's weights (route
+    'pretrained-finetune'), or is those weights unchanged (route 'pretrained-prune': no training).
+    """
     out = run.sparse
     if stage_done(out):
         log.info("stage 'sparse' already done (%s)", out)
         return safe_load(out)
-    init = run_pretrain(family, recipe, run, device, resume, recipe.model.ngf_student, "pretrain_S")
-    seed_everything(recipe.seed)
-    stage = make_sparse_stage(family, recipe, device, init)
-    train_stage(stage, family, recipe, run, device, resume=resume)
-    state = stage.outputs()
+    pre = load_pretrained(family, recipe)
+    if pre is not None and recipe.route == "pretrained-prune":
+        seed_everything(recipe.seed)
+        gens, discs = build_pair(family, recipe.model.ngf_student, recipe.train, torch.device("cpu"))
+        gens.load_state_dict(pre["gens"])
+        for n, state in pre["discs"].items():
+            discs[n].load_state_dict(state)
+        state = {"gens": gens.state_dict(), "discs": discs.state_dict()}
+        log.info("stage 'sparse' skipped (route pretrained-prune): the pretrained generators are pruned as they are")
+    else:
+        if pre is not None:
+            init, init_discs = pre["gens"], pre["discs"]
+        else:
+            init = run_pretrain(family, recipe, run, device, resume, recipe.model.ngf_student, "pretrain_S")
+            init_discs = None
+        seed_everything(recipe.seed)
+        stage = make_sparse_stage(family, recipe, device, init, init_discs)
+        train_stage(stage, family, recipe, run, device, resume=resume)
+        state = stage.outputs()
     check_finite(state, f"stage 'sparse' output {out}")
     distributed.on_main(atomic_save, state, out)
     return state
@@ -271,13 +340,8 @@ def run_distill(family: Family, recipe: Recipe, run: RunDir, device: torch.devic
         teacher_init = {"gens": gens} if gens is not None else None
     seed_everything(recipe.seed + 1)
     student = {n: pruned_generator(family, recipe, n, pruned[n], recipe.prune.inherit_weights) for n in names}
-    teacher = None
-    if recipe.distill.teacher != "scratch":
-        gens, discs = build_pair(family, recipe.model.ngf_student, recipe.train, device)
-        gens.load_state_dict(sparse_state["gens"])
-        discs.load_state_dict(sparse_state["discs"])
-        teacher = (gens, discs)
-    stage = make_distill_stage(family, recipe, device, student, teacher, teacher_init)
+    teacher, fresh_d = stage3_teacher(family, recipe, device, sparse_state)
+    stage = make_distill_stage(family, recipe, device, student, teacher, teacher_init, train_teacher_d=fresh_d)
     train_stage(stage, family, recipe, run, device, resume=resume)
     t_ngf = recipe.model.ngf_student if teacher is not None else recipe.model.ngf_teacher
 
@@ -292,15 +356,43 @@ def run_distill(family: Family, recipe: Recipe, run: RunDir, device: torch.devic
     distributed.on_main(save)
 
 
+def stage3_teacher(family: Family, recipe: Recipe, device: torch.device,
+                   sparse_state: dict) -> tuple[tuple[nn.ModuleDict, nn.ModuleDict] | None, bool]:
+    """The teacher stage 3 continues from, and whether its discriminator still needs training.
+
+    ``distill.teacher: scratch`` builds a fresh teacher in the stage (None here). Otherwise the
+    teacher is the user's pretrained generators (their original weights, not the fine-tuned
+    sparse model), or the stage-1 model; its discriminator comes from ``pretrained.discriminators``,
+    else from stage 1 when stage 1 trained one against it, else it starts untrained (logged) and
+    is trained in stage 3 even when the teacher generator is frozen.
+    """
+    if recipe.distill.teacher == "scratch":
+        return None, False
+    gens, discs = build_pair(family, recipe.model.ngf_student, recipe.train, device)
+    pre = load_pretrained(family, recipe)
+    gens.load_state_dict(pre["gens"] if pre is not None else sparse_state["gens"])
+    discs.load_state_dict(sparse_state["discs"])
+    fresh = False
+    if pre is not None:
+        for n in family.generator_names:
+            if n in pre["discs"]:
+                discs[n].load_state_dict(pre["discs"][n])
+            elif recipe.route == "pretrained-prune":
+                fresh = True
+                log.info("teacher discriminator %s: no pretrained.discriminators file, so it is trained from scratch "
+                         "in stage 3", n)
+    return (gens, discs), fresh
+
+
 def make_distill_stage(family: Family, recipe: Recipe, device: torch.device, student: dict[str, nn.Module],
                        teacher: tuple[nn.ModuleDict, nn.ModuleDict] | None = None,
-                       teacher_init: dict | None = None) -> DistillStage:
+                       teacher_init: dict | None = None, train_teacher_d: bool = False) -> DistillStage:
     """Stage 3 as ``recipe`` sets it up: its discriminator mode, sections and classifiers."""
     mode = make_mode(recipe.discriminator, seed=recipe.seed, vgg19_weights=recipe.eval.vgg19_weights)
     return DistillStage(family, device, train=recipe.train, distill=recipe.distill, mode=mode, student=student,
                         teacher=teacher, teacher_ngf=recipe.model.ngf_teacher, teacher_init=teacher_init,
                         classifiers=load_classifiers(recipe.classifier.paths, family.generator_names, device),
-                        classifier=recipe.classifier)
+                        classifier=recipe.classifier, train_teacher_d=train_teacher_d)
 
 
 def run_export(family: Family, recipe: Recipe, run: RunDir) -> dict:
@@ -333,7 +425,18 @@ def build_report(family: Family, recipe: Recipe, run: RunDir, pruned: dict, expo
 
     The task metric and latency are added by ``evaluate.evaluate_run``.
     """
-    report = {"family": recipe.family, "recipe": recipe.name, "generators": {}}
+    pre = recipe.pretrained
+    route = {"name": recipe.route, "description": ROUTES[recipe.route], "teacher": recipe.distill.teacher}
+    if pre.generators:
+        from .pretrained import inspect_discriminator_file, inspect_generator_file
+        route["pretrained"] = (
+            [{"role": "generator", "name": n, "file": str(f), "sha256": inspect_generator_file(f).sha256}
+             for n, f in pre.generators.items()]
+            + [{"role": "discriminator", "name": n, "file": str(f), "sha256": inspect_discriminator_file(f).sha256}
+               for n, f in (pre.discriminators or {}).items()])
+        route["teacher_weights"] = ("the pretrained generators as given" if recipe.distill.teacher == "frozen"
+                                    else "the pretrained generators, trained on in stage 3")
+    report = {"family": recipe.family, "recipe": recipe.name, "route": route, "generators": {}}
     for n in family.generator_names:
         teacher = load_generator(run.generator("teacher", n))[0]
         student = load_generator(run.generator("student", n))[0]

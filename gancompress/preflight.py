@@ -34,6 +34,7 @@ def preflight(family: Family, recipe: Recipe, device: torch.device) -> None:
         device: the training device.
     """
     check_device(recipe, device)
+    check_route(family, recipe)
     check_stage_settings(recipe)
     family.check_recipe()
     check_budgets(family, recipe)
@@ -59,6 +60,25 @@ def check_stage_settings(recipe: Recipe) -> None:
     if recipe.distill.teacher != "scratch" and recipe.model.ngf_teacher != recipe.model.ngf_student:
         raise RecipeError(f"distill.teacher: '{recipe.distill.teacher}' continues the stage-1 model, so "
                           "model.ngf_teacher must equal model.ngf_student; use distill.teacher: scratch")
+
+
+def check_route(family: Family, recipe: Recipe) -> None:
+    """A pretrained model's route: settings that fit it, and files that fit the recipe's nets."""
+    p = recipe.pretrained
+    if not p.generators:
+        if p.discriminators:
+            raise RecipeError("pretrained.discriminators: set pretrained.generators too (the discriminators judge "
+                              "the pretrained generators)")
+        return
+    if recipe.distill.teacher == "scratch":
+        raise RecipeError("distill.teacher: scratch re-initialises the teacher and would throw away "
+                          "pretrained.generators; use frozen (the cheapest) or continue")
+    if recipe.model.ngf_student != recipe.model.ngf_teacher:
+        raise RecipeError(f"model.ngf_student: with pretrained.generators the sparse model is the pretrained "
+                          f"generator, so it must be as wide (model.ngf_teacher {recipe.model.ngf_teacher}); set "
+                          f"model.ngf_student: {recipe.model.ngf_teacher}")
+    from .pretrained import check_pretrained
+    check_pretrained(family, p.generators, p.discriminators, ngf=recipe.model.ngf_teacher)
 
 
 def check_budgets(family: Family, recipe: Recipe) -> None:

@@ -78,6 +78,17 @@ def recipe_from_dict(raw: Any, where: str = "<recipe>", overrides=()) -> Recipe:
         if given != names:
             raise RecipeError(
                 f"{where}: prune.budget: expected one budget for each generator {sorted(names)}, got {sorted(given)}")
+    for kind in ("generators", "discriminators"):
+        files = getattr(recipe.pretrained, kind) or {}
+        unknown = sorted(set(files) - set(family.generator_names))
+        if unknown:
+            raise RecipeError(f"{where}: pretrained.{kind}.{unknown[0]}: the {family_name} family has no generator "
+                              f"{unknown[0]!r} (valid: {', '.join(family.generator_names)})")
+    given = set(recipe.pretrained.generators or {})
+    if given and given != set(family.generator_names):
+        missing = sorted(set(family.generator_names) - given)
+        raise RecipeError(f"{where}: pretrained.generators: also name a file for generator {missing[0]!r} (the "
+                          f"{family_name} family has {', '.join(family.generator_names)})")
     if recipe.discriminator.mode not in MODES:
         raise RecipeError(f"{where}: discriminator.mode: expected one of {', '.join(MODES)}, "
                           f"got {recipe.discriminator.mode!r}")

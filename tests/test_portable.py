@@ -123,3 +123,21 @@ def test_loader_refuses_changed_weights_and_uncovered_nets(tmp_path):
         loader.load(tmp_path / "g.json")
     with pytest.raises(GanCompressError, match="SAGANGenerator.*TorchScript or ONNX"):
         export_state_dict(SAGANGenerator(z_dim=8, ngf=4), tmp_path / "s.pth", family="sagan", name="G")
+
+
+def test_export_command_writes_the_portable_files(tmp_path, tiny_recipe, capsys):
+    from gancompress.cli import main
+    from gancompress.export import save_generator
+    from gancompress.families import get_family
+
+    family = get_family("pix2pix")(tiny_recipe)
+    torch.manual_seed(0)
+    path = save_generator(tmp_path / "generator_G.pt", family.build_generator("G", 8), tiny_recipe, "G", 8)
+    out = tmp_path / "ship" / "g.pth"
+    assert main(["export", str(path), "--state-dict", str(out)]) == 0
+    assert out.is_file() and out.with_suffix(".json").is_file() and (out.parent / "portable_loader.py").is_file()
+    assert "reloaded without gancompress" in capsys.readouterr().out
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["family"] == "pix2pix" and record["generator"] == "G"
+    assert main(["export", str(path)]) == 2  # nothing asked for: one line saying what to pass
+    assert "--state-dict" in capsys.readouterr().err

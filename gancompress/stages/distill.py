@@ -55,6 +55,9 @@ class DistillStage:
             teacher); either may be absent.
         classifiers: frozen real-vs-generated classifiers by generator name (may be empty).
         classifier: the ``classifier`` section (phi, mode) for them.
+        train_teacher_d: with ``distill.teacher: frozen``, still train the teacher's discriminator
+            (it was not trained with this teacher: a pretrained generator without its D file). The
+            D-feature terms and GCC's target gap read D_T, so an untrained one would mislead them.
     """
 
     name = "distill"
@@ -63,7 +66,7 @@ class DistillStage:
                  mode: Mode, student: dict[str, nn.Module], teacher: tuple[nn.ModuleDict, nn.ModuleDict] | None,
                  teacher_ngf: int, teacher_init: dict | None = None,
                  classifiers: dict[str, list[nn.Module]] | None = None,
-                 classifier: ClassifierConfig = ClassifierConfig()):
+                 classifier: ClassifierConfig = ClassifierConfig(), train_teacher_d: bool = False):
         self.family, self.device, self.train_cfg, self.distill = family, device, train, distill
         family.reset_state()
         self.kind = train.gan_loss
@@ -92,9 +95,10 @@ class DistillStage:
         self._build_optimisers()
         self.teacher_update = GANUpdate(family, self.kind, self.t_gens, self.t_discs, self.opt_tg, self.opt_td,
                                         self.precision)
+        self.train_teacher_d = train_teacher_d and distill.teacher == "frozen"
         if distill.teacher == "frozen":
             self.t_gens.eval()
-            self.t_discs.eval()
+            self.t_discs.train(self.train_teacher_d)
 
     def _build_distillation_points(self) -> None:
         """Generator taps with 1x1 adapters, and teacher-D taps at ``distill.d_layers``."""
@@ -153,6 +157,13 @@ class DistillStage:
         if self.distill.teacher == "frozen":
             with torch.no_grad(), self.precision.autocast():
                 t_fakes = {n: self.t_gens[n](inputs[n]) for n in names}
+            if self.train_teacher_d:
+                self.opt_td.zero_grad(set_to_none=True)
+                with self.precision.autocast():
+                    d_total, _ = self.teacher_update.d_loss(self.t_discs, inputs, t_fakes, batch)
+                self.precision.backward(d_total)
+                self.precision.step(self.opt_td)
+                logs["T_D"] = d_total.detach()
         else:
             t_fakes, t_logs = self.teacher_update.step(batch, inputs)
             logs.update({f"T_{k}": v for k, v in t_logs.items()})

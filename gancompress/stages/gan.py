@@ -179,8 +179,9 @@ class SparseStage:
         epochs: how long.
         method: 'slimming' (L1 on norm scales) or 'l1' (L1 on conv weights).
         l1_lambda: the penalty's weight.
-        init_gens: optional state dict the generators start from (a pre-trained model).
-        init_discs: optional state dict the discriminators start from.
+        init_gens: optional state dict of the generators (a ModuleDict's, keys '<name>.<param>') to
+            start from (a pre-trained model).
+        init_discs: optional discriminator name -> state dict to start those discriminators from.
     """
 
     name = "sparse"
@@ -194,8 +195,8 @@ class SparseStage:
         self.gens, self.discs = build_pair(family, ngf, train, device)
         if init_gens is not None:
             self.gens.load_state_dict(init_gens)
-        if init_discs is not None:
-            self.discs.load_state_dict(init_discs)
+        for n, state in (init_discs or {}).items():
+            self.discs[n].load_state_dict(state)
         penalised = []
         for n in family.generator_names:
             penalised += penalised_parameters(self.gens[n], method, family.example_input(n, 1, device))
