@@ -102,7 +102,7 @@ def _env_threads(text: str, name: str) -> int:
         value = 0
     if value < 1:
         raise ThreadsError(f"{name}={text!r} in the environment: expected a whole number of threads >= 1; "
-                           f"fix or unset it, or choose with gancompress --threads N")
+                           "fix or unset it, or choose with gancompress --threads N")
     return value
 
 
