@@ -14,9 +14,13 @@ import sys
 
 from . import __version__
 from .commands import COMMANDS, command_module
+from .commands.common import positive_int
 from .errors import GanCompressError
 
 log = logging.getLogger("gancompress")
+
+THREADS_HELP = ("CPU threads per process (default: the environment's OMP_NUM_THREADS, else the cores "
+                "available divided by torchrun's processes on this node)")
 
 DESCRIPTION = ("Make a trained GAN small and fast: train a sparse model, prune it to a MACs budget, distil the "
                "student online against GCC's selective discriminator, export and report.")
@@ -26,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gancompress", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"gancompress {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N", help=THREADS_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = command_module(name)
@@ -33,12 +38,23 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_line, description=(module.__doc__ or help_line).strip(),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
+        # Also accepted after the command; SUPPRESS keeps an absent one from undoing the global one.
+        p.add_argument("--threads", type=positive_int, default=argparse.SUPPRESS, metavar="N", help=THREADS_HELP)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (the console script exits with it)."""
     args = build_parser().parse_args(argv)
+    # The OpenMP runtime reads OMP_WAIT_POLICY once, when torch loads it: choose the thread
+    # settings before anything below imports torch (see gancompress/threads.py).
+    from .threads import ThreadsError, configure
+
+    try:
+        configure(args.threads)
+    except ThreadsError as exc:
+        print(f"gancompress: error: {exc}", file=sys.stderr)
+        return 2
     from .distributed import RankStoppedError, launch_env
 
     launch = None

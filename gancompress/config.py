@@ -77,7 +77,13 @@ class Budget:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the data is and how a batch is made. Family-specific keys are ignored by others."""
+    """Where the data is and how a batch is made. Family-specific keys are ignored by others.
+
+    ``num_workers``: DataLoader worker processes per training process; None (the default) chooses
+    them from the cores available (:func:`gancompress.threads.data_workers`): on the CPU 0 up to 4
+    cores per process (workers would compete with the training threads), else ``min(4, cores // 4)``;
+    on CUDA ``min(8, cores - 1)``. An explicit count is kept. Workers run one thread each.
+    """
 
     root: str = ""
     train_split: str = "train"
@@ -90,7 +96,7 @@ class DataConfig:
     pairing: Literal["random", "serial"] = "random"
     batch_size: int = field(default=1, metadata=bounded(1))
     eval_batch_size: int = field(default=1, metadata=bounded(1))
-    num_workers: int = field(default=2, metadata=bounded(0, MAX_WORKERS))
+    num_workers: int | None = field(default=None, metadata=bounded(0, MAX_WORKERS))  # None: automatic
     max_items: int = field(default=0, metadata=bounded(0))
     on_bad_image: Literal["error", "skip"] = "error"
 

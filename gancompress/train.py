@@ -29,6 +29,7 @@ from .fileio import atomic_write, atomic_write_text, describe_oserror
 from .finite import check_finite
 from .families.base import Family
 from .rundir import RunDir
+from .threads import data_workers
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ def train_stage(stage, family: Family, recipe: Recipe, run: RunDir | str | Path,
     ckpt_dir = run.checkpoints
     data = family.dataset(recipe.data.train_split, train=True)
     pin = device.type == "cuda"
-    workers = recipe.data.num_workers
+    workers = data_workers(recipe.data.num_workers, device.type, streams=2 if stage.needs_second_batch else 1)
     source = BatchSource(data, recipe.data.batch_size, recipe.seed, 0, workers, pin, rank=rank, world=world)
     second = (BatchSource(data, recipe.data.batch_size, recipe.seed, 1, workers, pin, rank=rank, world=world)
               if stage.needs_second_batch else None)

@@ -4,9 +4,12 @@ from __future__ import annotations
 import copy
 
 import pytest
-import torch
 
-torch.set_num_threads(2)
+from gancompress.threads import configure
+
+# The settings the command line uses (PASSIVE waits; the environment's OMP_NUM_THREADS, else every
+# available core), chosen before torch loads OpenMP; the processes tests start inherit them.
+configure()
 
 
 TINY_PIX2PIX = {

@@ -8,6 +8,7 @@ import yaml
 from gancompress.config import Budget
 from gancompress.recipe import load_recipe, recipe_from_dict
 from gancompress.errors import RecipeError
+from gancompress.threads import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +104,7 @@ def test_cli_user_error_is_one_line_and_nonzero(tmp_path, tiny_raw):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(tiny_raw))
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "compress.py"), str(path)],
-                          capture_output=True, text=True, cwd=tmp_path)
+                          capture_output=True, text=True, cwd=tmp_path, env=child_env(PYTHONPATH=str(ROOT)))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"gancompress: error: {path}: distill.gamma_t: expected a number, got 'abc'"]
 
@@ -111,7 +112,7 @@ def test_cli_user_error_is_one_line_and_nonzero(tmp_path, tiny_raw):
 def test_cityscapes_dry_run_prints_teacher_macs_and_budget():
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "compress.py"),
                            str(ROOT / "recipes" / "pix2pix_cityscapes.yaml"), "--dry-run"],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=child_env(PYTHONPATH=str(ROOT)))
     assert proc.returncode == 0, proc.stderr
     assert "18.15 GMACs (thop)" in proc.stdout
     assert "budget G: 3 GMACs" in proc.stdout

@@ -20,6 +20,7 @@ import yaml
 from torch import nn
 
 from conftest import TINY_PIX2PIX
+from gancompress.threads import child_env
 
 DEADLINE_S = 240  # a hang (a rank left waiting at a collective) fails the test instead of blocking it
 
@@ -101,8 +102,10 @@ def _watch_writes(root: Path, writes: list) -> None:
 def _worker(rank: int, port: int, tmp: str, raw: dict) -> None:
     tmp = Path(tmp)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
+    # The two ranks share the test run's threads (the parent only waits); cli.main keeps them.
+    os.environ.update(child_env(processes=2))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     from gancompress import distributed, pipeline
     from gancompress.cli import main
     from gancompress.recipe import recipe_from_dict

@@ -23,6 +23,7 @@ from gancompress.data.aligned import AlignedDataset
 from gancompress.errors import CheckpointError, DataError, NonFiniteLossError, RecipeError, WriteError
 from gancompress.families import get_family
 from gancompress.pipeline import make_sparse_stage
+from gancompress.threads import child_env
 from gancompress.train import train_stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,7 +232,7 @@ def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(tiny_raw, t
     tiny_raw["distill"].update({"epochs_const": 2, "epochs_decay": 1})
     recipe_path = tmp_path / "tiny.yaml"
     recipe_path.write_text(yaml.safe_dump(tiny_raw))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = child_env(processes=1, PYTHONPATH=str(ROOT))  # one run at a time; this process only waits
     whole = tmp_path / "whole"
     subprocess.run(_run(recipe_path, whole), check=True, env=env, capture_output=True)
 

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "macs": "macs",
     "ablate": "ablate",
     "benchmark": "benchmark",
+    "bench-cpu": "bench_cpu",
     "train-detector": "train_detector",
     "make-demo-data": "demo_data",
     "prepare-cityscapes": "prepare_cityscapes",

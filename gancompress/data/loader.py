@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError, GanCompressError
+from ..threads import data_workers, worker_init
 
 _WORKER = "in DataLoader worker process"
 
@@ -100,21 +101,26 @@ class BatchSource:
         batch_size: images per batch (per rank); the last incomplete batch is dropped.
         seed: the run's seed.
         stream: distinguishes independent streams over the same data (stage 3's second batch).
-        num_workers, pin_memory: DataLoader settings (workers persist across epochs).
+        num_workers: DataLoader worker processes (they persist across epochs and run one thread
+            each); None chooses them from the cores (:func:`gancompress.threads.data_workers`,
+            counted for CUDA when ``pin_memory``, which only a CUDA run sets).
+        pin_memory: page-locked batches, for copies to a GPU.
         shuffle: a new permutation every epoch.
         rank, world: data-parallel position.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, stream: int = 0, num_workers: int = 0,
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, stream: int = 0, num_workers: int | None = 0,
                  pin_memory: bool = False, shuffle: bool = True, rank: int = 0, world: int = 1):
         if len(dataset) < batch_size * world:
             raise DataError(f"the dataset has {len(dataset)} items, fewer than one batch "
                             f"(data.batch_size {batch_size} x {world} process(es)); add data or lower data.batch_size")
         self.sampler = _EpochBatches(len(dataset), batch_size, seed, stream, shuffle, rank, world)
+        self.num_workers = data_workers(num_workers, "cuda" if pin_memory else "cpu")
         # A private generator keeps DataLoader from drawing on the global RNG, which a resumed
         # run must find in the state it was saved in.
-        self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=num_workers,
-                                 pin_memory=pin_memory, persistent_workers=num_workers > 0,
+        self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=self.num_workers,
+                                 pin_memory=pin_memory, persistent_workers=self.num_workers > 0,
+                                 worker_init_fn=worker_init if self.num_workers > 0 else None,
                                  generator=torch.Generator().manual_seed(seed))
 
     def __len__(self) -> int:

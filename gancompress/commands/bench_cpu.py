@@ -1,0 +1,41 @@
+"""Stage 3 on a shared CPU: one run alone and two at once, with torch's old thread defaults and with
+the settings gancompress now chooses (OMP_WAIT_POLICY=PASSIVE, the cores as threads), in one run.
+
+Every run is a child process started from a clean environment (no OMP_*/MKL_* variables), the new
+ones with exactly the variables the entry point would set. Prints the table of wall times and the
+ratios against their targets (new alone no slower than old alone, within 5 %; each of two new runs
+at once within 2.3x of its time alone) and writes every figure as JSON (--out). Run it on an
+otherwise idle machine. With --threads N the new runs use N threads (the default: the cores).
+See gancompress/contention.py and gancompress/threads.py.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .common import add_recipe_args, positive_int
+
+NAME = "bench-cpu"
+HELP = "stage-3 time alone and two at once, old vs new CPU thread settings, in one run"
+
+
+def add_arguments(p) -> None:
+    add_recipe_args(p)
+    p.add_argument("--iters", type=positive_int, default=20, help="timed stage-3 iterations per run")
+    p.add_argument("--warmup", type=positive_int, default=3, help="untimed iterations first")
+    p.add_argument("--repeats", type=positive_int, default=1, help="repeat the four measurements; medians compared")
+    p.add_argument("--timeout", type=positive_int, default=3600, help="seconds one measurement may take")
+    p.add_argument("--out", type=Path, default=Path("bench_cpu.json"), help="JSON file of every figure")
+
+
+def run(args) -> int:
+    from ..contention import format_table, run_contention
+    from ..fileio import atomic_write_text
+
+    result = run_contention(args.recipe, args.overrides, iters=args.iters, warmup=args.warmup,
+                            repeats=args.repeats, threads=getattr(args, "threads", None), timeout=args.timeout,
+                            progress=print)
+    print(format_table(result))
+    atomic_write_text(args.out, json.dumps(result, indent=2))
+    print(f"figures: {args.out}")
+    return 0

@@ -1,0 +1,234 @@
+"""How many CPU threads each process uses, and how its idle threads wait.
+
+torch runs CPU work on an OpenMP thread pool. By default the pool has one thread per core and its
+threads *spin* while they wait for the next parallel region (``OMP_WAIT_POLICY=ACTIVE`` in effect),
+so two jobs on the same cores steal each other's time slices: on a busy 2-core machine a small
+conv net trained 7 to 12 times slower than with ``OMP_WAIT_POLICY=PASSIVE`` (threads that sleep
+while they wait) or with one thread. The OpenMP runtime reads ``OMP_*`` once, when torch loads it,
+so the entry point (:func:`gancompress.cli.main`) calls :func:`configure` before anything imports
+torch.
+
+Precedence, for each setting on its own:
+
+1. ``gancompress --threads N`` sets the thread count;
+2. otherwise the environment's ``OMP_NUM_THREADS`` / ``OMP_WAIT_POLICY`` / ``MKL_NUM_THREADS``,
+   where the user (or a parent process) set them;
+3. otherwise our defaults: ``OMP_WAIT_POLICY=PASSIVE``; threads = the cores this process may run
+   on (``os.sched_getaffinity``) divided by the processes torchrun started on this node
+   (``LOCAL_WORLD_SIZE``), at least 1; ``MKL_NUM_THREADS`` = the thread count.
+
+Note that torchrun itself sets ``OMP_NUM_THREADS=1`` for its processes when the variable is unset
+and ``--nproc_per_node`` > 1, so under torchrun rule 2 usually applies.
+
+DataLoader worker processes (:func:`data_workers` chooses how many) run with one thread each
+(:func:`worker_init`). This module imports no torch at module level.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from .errors import GanCompressError
+
+#: The variables :func:`thread_env` sets.
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")
+DEFAULT_WAIT_POLICY = "PASSIVE"
+WAIT_POLICIES = ("ACTIVE", "PASSIVE")
+#: Variables that change how a process's threads are made or wait (removed by :func:`clean_env`).
+_THREADING_PREFIXES = ("OMP_", "GOMP_", "KMP_")
+_THREADING_NAMES = ("MKL_NUM_THREADS", "MKL_DYNAMIC", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS")
+#: torchrun's variables; a process that has them divides the cores with its siblings.
+_LAUNCH_NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
+                 "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+class ThreadsError(GanCompressError):
+    """A thread setting in the environment that the OpenMP runtime would not understand."""
+
+
+@dataclass(frozen=True)
+class ThreadSettings:
+    """The thread settings of a process.
+
+    Attributes:
+        threads: torch's intra-op threads (also ``OMP_NUM_THREADS`` unless the user gave a list).
+        wait_policy: ``OMP_WAIT_POLICY`` as it will be set ('PASSIVE', or the user's value).
+        source: where ``threads`` came from: '--threads', 'environment' or 'default'.
+        env: the variables to set (:data:`THREAD_VARS` -> value).
+    """
+
+    threads: int
+    wait_policy: str
+    source: str
+    env: dict[str, str]
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` where there is none)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def local_processes(environ: Mapping[str, str] | None = None) -> int:
+    """The processes torchrun started on this node (``LOCAL_WORLD_SIZE``); 1 without torchrun."""
+    environ = os.environ if environ is None else environ
+    text = environ.get("LOCAL_WORLD_SIZE", "").strip()
+    if not text:
+        return 1
+    try:
+        value = int(text)
+    except ValueError:
+        raise ThreadsError(f"LOCAL_WORLD_SIZE={text!r}: torchrun sets it to the number of processes on this node; "
+                           "unset it for a plain start") from None
+    return max(1, value)
+
+
+def default_threads(environ: Mapping[str, str] | None = None, cores: int | None = None) -> int:
+    """Our default thread count: ``cores`` (default :func:`available_cores`) over :func:`local_processes`, >= 1."""
+    cores = available_cores() if cores is None else cores
+    return max(1, cores // local_processes(environ))
+
+
+def _env_threads(text: str, name: str) -> int:
+    """The thread count of an ``OMP_NUM_THREADS``-style value: '4', or a nested list '4,2' (its first level)."""
+    first = text.split(",", 1)[0].strip()
+    try:
+        value = int(first)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ThreadsError(f"{name}={text!r} in the environment: expected a whole number of threads >= 1; "
+                           "fix or unset it, or choose with gancompress --threads N")
+    return value
+
+
+def thread_settings(threads: int | None = None, environ: Mapping[str, str] | None = None) -> ThreadSettings:
+    """The settings a process started with ``environ`` (default ``os.environ``) should run with.
+
+    Args:
+        threads: ``--threads`` (None: not given). It overrides the environment's thread counts;
+            the environment's ``OMP_WAIT_POLICY`` is kept either way.
+        environ: the environment to read; nothing is changed.
+
+    Raises:
+        ThreadsError: a set ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` or ``OMP_WAIT_POLICY`` that
+            OpenMP would not understand (an empty value counts as unset).
+    """
+    environ = os.environ if environ is None else environ
+    given = {name: environ.get(name, "").strip() for name in THREAD_VARS}
+    policy = given["OMP_WAIT_POLICY"]
+    if policy and policy.upper() not in WAIT_POLICIES:
+        raise ThreadsError(f"OMP_WAIT_POLICY={policy!r} in the environment: expected PASSIVE or ACTIVE; "
+                           "fix or unset it")
+    policy = policy or DEFAULT_WAIT_POLICY
+    if threads is not None:
+        if threads < 1:
+            raise ThreadsError(f"--threads {threads}: expected a whole number of threads >= 1")
+        env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": policy}
+        return ThreadSettings(threads, policy, "--threads", env)
+    omp = given["OMP_NUM_THREADS"]
+    if omp:
+        count, source = _env_threads(omp, "OMP_NUM_THREADS"), "environment"
+    else:
+        count, source = default_threads(environ), "default"
+        omp = str(count)
+    mkl = given["MKL_NUM_THREADS"]
+    if mkl:
+        _env_threads(mkl, "MKL_NUM_THREADS")
+    env = {"OMP_NUM_THREADS": omp, "MKL_NUM_THREADS": mkl or str(count), "OMP_WAIT_POLICY": policy}
+    return ThreadSettings(count, policy, source, env)
+
+
+def thread_env(threads: int | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables the entry point sets (:data:`THREAD_VARS` -> value); see :func:`thread_settings`."""
+    return dict(thread_settings(threads, environ).env)
+
+
+def configure(threads: int | None = None, *, torch_threads: bool = True) -> ThreadSettings:
+    """Choose this process's thread settings: set them in ``os.environ`` and in torch.
+
+    Call it before anything imports torch: the OpenMP runtime reads ``OMP_WAIT_POLICY`` only when
+    it loads. Child processes inherit the variables.
+
+    Args:
+        threads: ``--threads`` (None: the environment's setting or our default).
+        torch_threads: also import torch and call ``torch.set_num_threads`` (torch caps its
+            default at the machine's cores; an explicit count is applied as given).
+
+    Raises:
+        ThreadsError: a thread setting in the environment that OpenMP would not understand.
+    """
+    settings = thread_settings(threads)
+    os.environ.update(settings.env)
+    if torch_threads:
+        import torch
+
+        if torch.get_num_threads() != settings.threads:
+            torch.set_num_threads(settings.threads)
+    return settings
+
+
+def child_env(processes: int = 1, base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """The environment for ``processes`` child processes that run at the same time.
+
+    The parent's thread count (its settings from :func:`thread_settings`) is divided between them
+    (at least 1 each); the wait policy is the parent's, PASSIVE by default.
+
+    Args:
+        processes: how many children run at once (the waiting parent is not counted).
+        base: the environment to start from (default ``os.environ``).
+        extra: variables to add (``PYTHONPATH=...``).
+    """
+    base = os.environ if base is None else base
+    settings = thread_settings(environ=base)
+    each = str(max(1, settings.threads // max(1, processes)))
+    return {**base, **settings.env, "OMP_NUM_THREADS": each, "MKL_NUM_THREADS": each, **extra}
+
+
+def clean_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default ``os.environ``) without any thread setting or torchrun variable.
+
+    A process started with it gets the libraries' own defaults (torch: one spinning thread per core).
+    """
+    base = os.environ if base is None else base
+    return {k: v for k, v in base.items()
+            if not k.startswith(_THREADING_PREFIXES) and k not in _THREADING_NAMES and k not in _LAUNCH_NAMES
+            and not k.startswith("TORCHELASTIC_")}
+
+
+def data_workers(requested: int | None, device_type: str, cores: int | None = None,
+                 processes: int | None = None, streams: int = 1) -> int:
+    """DataLoader worker processes for each batch stream of one training process.
+
+    Args:
+        requested: ``data.num_workers``; an explicit count is kept (per stream), None means automatic.
+        device_type: 'cuda' or 'cpu' (the training device).
+        cores: the cores to share (default :func:`available_cores`).
+        processes: training processes on this node sharing them (default :func:`local_processes`).
+        streams: batch streams that share an automatic count (stage 3 reads two), rounded up.
+
+    Automatic: with ``c`` = cores / processes, on CUDA ``min(8, c - 1)`` (one core stays with the
+    training loop); on the CPU the workers would compete with the training threads for the same
+    cores, so 0 when ``c <= 4``, else ``min(4, c // 4)``.
+    """
+    if requested is not None:
+        return requested
+    cores = available_cores() if cores is None else cores
+    processes = local_processes() if processes is None else processes
+    per = max(1, cores // max(1, processes))
+    total = max(0, min(8, per - 1)) if device_type == "cuda" else 0 if per <= 4 else min(4, per // 4)
+    return -(-total // max(1, streams))
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: whatever a worker starts runs one thread.
+
+    torch's worker loop already calls ``torch.set_num_threads(1)`` before this; the variables
+    make processes and thread pools started inside the worker (image decoders, subprocesses)
+    follow suit instead of each taking every core.
+    """
+    os.environ.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
