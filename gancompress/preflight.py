@@ -9,7 +9,6 @@ shape checks run on the ``meta`` device and the MAC counts on small CPU nets.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ from .families.base import Family
 from .metrics.macs import count_macs
 from .optim import resolve_amp
 from .stages.distill import d_layer_points
+from .threads import available_cores
 
 
 def preflight(family: Family, recipe: Recipe, device: torch.device) -> None:
@@ -49,8 +49,8 @@ def check_device(recipe: Recipe, device: torch.device) -> None:
     if recipe.train.sync_bn and distributed.world_size() > 1 and device.type != "cuda":
         raise RecipeError("train.sync_bn: SyncBatchNorm runs on CUDA devices only; set train.sync_bn: false "
                           "for processes on the CPU")
-    cores = os.cpu_count() or 1
-    if recipe.data.num_workers > 4 * cores:
+    cores = available_cores()
+    if recipe.data.num_workers is not None and recipe.data.num_workers > 4 * cores:
         raise RecipeError(f"data.num_workers: {recipe.data.num_workers} worker processes on a machine with "
                           f"{cores} cores would only compete for them; choose at most {cores}")
 

@@ -117,7 +117,10 @@ def test_late_mistakes_stop_the_run_before_stage_1(tiny_raw, tmp_path, monkeypat
     assert not (tmp_path / "run").exists()  # nothing was written either
 
 
-def test_a_correct_recipe_passes_the_preflight(tiny_recipe):
+def test_a_correct_recipe_passes_the_preflight(tiny_raw):
     from gancompress.families import get_family
     from gancompress.preflight import preflight
-    preflight(get_family("pix2pix")(tiny_recipe), tiny_recipe, torch.device("cpu"))
+    del tiny_raw["data"]["num_workers"]  # automatic: decided from the machine
+    recipe = recipe_from_dict(tiny_raw, "tiny.yaml")
+    assert recipe.data.num_workers is None
+    preflight(get_family("pix2pix")(recipe), recipe, torch.device("cpu"))
