@@ -19,6 +19,7 @@ def test_unknown_variant_lists_the_valid_ones():
     assert resolve_variants(["dmd", "none"]) == ["none", "dmd"]  # table order, not argument order
 
 
+@pytest.mark.slow
 def test_two_variants_share_stages_one_and_two(tiny_raw, tmp_path):
     tiny_raw["discriminator"]["dmd"] = {"interval": 2, "samples": 2}
     recipe = tmp_path / "tiny.yaml"
@@ -57,6 +58,7 @@ def test_table_shows_metrics_macs_and_active_channels():
     assert lines[2] == "| selective D (full GCC) | 50.25 | 52.5 | 0.0228 | 75 % | - |"
 
 
+@pytest.mark.slow
 def test_tool_reports_a_bad_variant_in_one_line():
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "ablate.py"), "recipes/demo/pix2pix.yaml",
                            "--variants", "nope"], cwd=ROOT, capture_output=True, text=True)

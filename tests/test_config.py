@@ -99,6 +99,7 @@ def test_bad_yaml_is_one_line(tmp_path):
         load_recipe(bad)
 
 
+@pytest.mark.slow
 def test_cli_user_error_is_one_line_and_nonzero(tmp_path, tiny_raw):
     tiny_raw["distill"]["gamma_t"] = "abc"
     path = tmp_path / "r.yaml"
@@ -109,6 +110,7 @@ def test_cli_user_error_is_one_line_and_nonzero(tmp_path, tiny_raw):
     assert proc.stderr.strip().splitlines() == [f"gancompress: error: {path}: distill.gamma_t: expected a number, got 'abc'"]
 
 
+@pytest.mark.slow
 def test_cityscapes_dry_run_prints_teacher_macs_and_budget():
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "compress.py"),
                            str(ROOT / "recipes" / "pix2pix_cityscapes.yaml"), "--dry-run"],

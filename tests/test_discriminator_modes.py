@@ -42,6 +42,7 @@ def test_dmd_layer_past_the_discriminator_is_a_recipe_error(tiny_raw):
     ("plain", ()), ("none", None), ("selective", (SelectiveDiscriminator,)), ("dmd", (DMDDiscriminator,)),
     ("selective+dmd", (SelectiveDiscriminator, DMDDiscriminator)), ("glead", ()),
 ])
+@pytest.mark.slow
 def test_each_mode_builds_its_discriminator_and_trains(tiny_raw, mode, wrappers):
     stage, batches = _stage(tiny_raw, f"discriminator.mode={mode}", "discriminator.dmd.interval=2",
                             "discriminator.dmd.samples=2")
@@ -140,6 +141,7 @@ def test_stage3_mistakes_stop_before_stage1_trains(tiny_raw, tmp_path, overrides
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
 
 
+@pytest.mark.slow
 def test_cli_reports_a_stage3_mistake_in_one_line(tiny_raw, tmp_path):
     import subprocess
     import sys

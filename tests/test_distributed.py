@@ -149,6 +149,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_train_in_lockstep_and_only_rank_0_writes(aligned_root, tmp_path):
     import torch.multiprocessing as mp
 

@@ -182,6 +182,7 @@ def test_family_keeps_one_pool_per_discriminator_and_checkpoints_them(raw):
     assert other.state_dict() == {"pools": {}}
 
 
+@pytest.mark.slow
 def test_sparse_stage_with_pools_resumes_to_the_same_weights(raw, tmp_path):
     raw["sparse"]["epochs"] = 2  # 2 iterations per epoch, checkpoints every 2
     family, recipe = _family(raw)
@@ -308,6 +309,7 @@ def test_teacher_d_features_give_each_student_a_gradient(raw):
 
 # --- pruning -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_each_generator_is_pruned_to_its_own_budget(raw, tmp_path):
     family, recipe = _family(raw)
     torch.manual_seed(0)
@@ -363,6 +365,7 @@ def test_slimming_affine_instance_norm_removes_exactly_the_zeroed_channels(raw):
 
 # --- the whole pipeline, and the paper recipe --------------------------------------------------
 
+@pytest.mark.slow
 def test_pipeline_writes_two_generators_within_budget_and_their_fid(raw, tmp_path):
     extractor = tmp_path / "features.pt"  # a stand-in feature extractor: per-channel means
     torch.jit.save(torch.jit.script(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())), str(extractor))
@@ -390,6 +393,7 @@ def test_pipeline_writes_two_generators_within_budget_and_their_fid(raw, tmp_pat
     assert '"active_AtoB"' in log and '"active_BtoA"' in log
 
 
+@pytest.mark.slow
 def test_horse2zebra_dry_run_prints_both_teachers_and_budgets():
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "compress.py"),
                            str(ROOT / "recipes" / "cyclegan_horse2zebra.yaml"), "--dry-run"],

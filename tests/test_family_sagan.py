@@ -282,6 +282,7 @@ def run(faces, tmp_path_factory):
     return recipe, out / "run", report
 
 
+@pytest.mark.slow
 def test_pipeline_prunes_every_layer_within_budget(run):
     recipe, run_dir, report = run
     g = report["generators"]["G"]
@@ -306,6 +307,7 @@ def test_pipeline_prunes_every_layer_within_budget(run):
     assert len(_sn_convs(student)) == 4
 
 
+@pytest.mark.slow
 def test_pipeline_exports_torchscript_and_scores_fid(run):
     recipe, run_dir, report = run
     ts = torch.jit.load(str(run_dir / "export" / "generator.pt"))

@@ -203,6 +203,7 @@ def test_generator_adversarial_term_is_weighted(sr_root):
 
 # --- the whole pipeline ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_pipeline_prunes_through_subpixel_blocks_and_scores_against_bicubic(sr_root, tmp_path):
     recipe = recipe_from_dict(_raw(sr_root), "tiny_srgan.yaml")
     run = tmp_path / "run"

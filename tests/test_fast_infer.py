@@ -36,6 +36,7 @@ def test_on_the_cpu_every_mode_falls_back_to_eager_and_stays_in_eval():
         FastGenerator(g, x, mode="tensorrt")
 
 
+@pytest.mark.slow
 def test_nearest_uniform_width_is_the_nearest_of_all_widths():
     from gancompress import benchmark as bench
     family = _family("cyclegan")
@@ -47,6 +48,7 @@ def test_nearest_uniform_width_is_the_nearest_of_all_widths():
         assert abs(found - target) == min(abs(m - target) for m in macs.values())
 
 
+@pytest.mark.slow
 def test_benchmark_compares_the_pruned_student_with_a_uniform_one(tmp_path):
     out = tmp_path / "bench.json"
     from gancompress.cli import main

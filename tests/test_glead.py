@@ -71,6 +71,7 @@ def _images(n: int, size: int) -> torch.Tensor:
                         for i in range(n)])
 
 
+@pytest.mark.slow
 def test_pruning_narrowed_the_unet_tail():
     g = _pruned_unet()
     assert g.tail[1].in_channels < 16
@@ -148,6 +149,7 @@ def _toy(kind: str, distance: str = "pixel", vgg: nn.Module | None = None):
     return g, d, decoder, loss
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["unet", "unet-pruned", "resnet"])
 def test_decoder_and_d_learn_to_reconstruct_but_g_gets_no_gradient(kind):
     g, d, decoder, loss = _toy(kind)
@@ -170,6 +172,7 @@ def test_decoder_and_d_learn_to_reconstruct_but_g_gets_no_gradient(kind):
     assert all(torch.equal(before[k], v) for k, v in g.state_dict().items())
 
 
+@pytest.mark.slow
 def test_perceptual_distance_uses_the_given_extractor():
     torch.manual_seed(2)
     extractor = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.LeakyReLU(0.2), nn.AvgPool2d(2)).requires_grad_(False)

@@ -82,6 +82,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_pruned_students_load_without_gancompress(tmp_path):
     nets = {
         "unet": (pruned(UnetGenerator(3, 3, 5, 8, "batch", True), 32, 0), "pix2pix", "G"),

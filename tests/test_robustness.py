@@ -187,6 +187,7 @@ def _paths(raw, prefix=()):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
+@pytest.mark.slow
 def test_mutated_recipes_only_raise_recipe_errors_with_a_key_path(tiny_raw, data):
     import copy
     raw = copy.deepcopy(tiny_raw)
@@ -227,6 +228,7 @@ def _final_student(run_dir):
     return load_generator(run_dir / "student" / "generator_G.pt")[0].state_dict()
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(tiny_raw, tmp_path):
     tiny_raw["sparse"]["epochs"] = 2
     tiny_raw["distill"].update({"epochs_const": 2, "epochs_decay": 1})

@@ -68,6 +68,7 @@ def test_a_second_process_on_a_run_folder_is_refused_with_the_holders_pid(tiny_r
         holder.join(30)
 
 
+@pytest.mark.slow
 def test_resume_refuses_to_change_what_shaped_the_weights(tiny_raw, tmp_path):
     run = tmp_path / "run"
     compress(_recipe(tiny_raw), run, device="cpu", until="sparse")
@@ -77,6 +78,7 @@ def test_resume_refuses_to_change_what_shaped_the_weights(tiny_raw, tmp_path):
     assert (run / "recipe.yaml").read_text() == before
 
 
+@pytest.mark.slow
 def test_resume_skips_a_broken_newest_checkpoint_and_keeps_metrics_free_of_repeats(tiny_raw, tmp_path):
     run = tmp_path / "run"
     recipe = _recipe(tiny_raw, "sparse.epochs=3", "train.keep_checkpoints=5")

@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 
 
-def test_every_family_is_covered():
-    assert set(FAMILIES) == {p.stem for p in (ROOT / "recipes" / "demo").glob("*.yaml")}
+def test_every_family_has_a_demo_recipe():
+    assert set(FAMILIES) <= {p.stem for p in (ROOT / "recipes" / "demo").glob("*.yaml")}
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -41,6 +41,7 @@ def test_stage3_runs_one_iteration_on_the_synthetic_batch(name):
     assert any(not torch.equal(b, p) for b, p in zip(before, stage.s_gens.parameters()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["dmd-feature", "dmd-input", "dmd-head", "selective+dmd", "glead"])
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_every_discriminator_mode_runs_on_every_family(name, mode):

@@ -125,6 +125,7 @@ def test_dataloader_workers_run_one_thread(monkeypatch):
     assert BatchSource(_ThreadReport(), batch_size=2, seed=0, num_workers=None).num_workers == 0
 
 
+@pytest.mark.slow
 def test_entry_point_sets_openmp_variables_before_torch_loads(tmp_path):
     # OMP_DISPLAY_ENV makes the OpenMP runtime print the settings it read when it loaded.
     code = ("import sys\n"
@@ -185,6 +186,7 @@ def test_rate_watch_stays_quiet_while_the_rate_holds(monkeypatch, caplog):
 
 # --- bench-cpu -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_bench_cpu_children_get_the_old_or_the_new_settings_only(tiny_raw, tmp_path, monkeypatch):
     # The parent's own settings must not reach the children.
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")

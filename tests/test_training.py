@@ -111,6 +111,7 @@ def test_torchscript_export_reproduces_eager(tmp_path, tiny_recipe):
     assert info["max_abs_diff"] <= 1e-4
 
 
+@pytest.mark.slow
 def test_pipeline_end_to_end_and_resume_skips_finished_stages(tiny_recipe, tmp_path):
     run = tmp_path / "run"
     report = compress(tiny_recipe, run, device="cpu")
@@ -130,6 +131,7 @@ def test_pipeline_end_to_end_and_resume_skips_finished_stages(tiny_recipe, tmp_p
     assert again["student"] == report["student"]
 
 
+@pytest.mark.slow
 def test_evaluate_fills_metrics_latency_onnx_and_writes_markdown(tiny_raw, tmp_path):
     tiny_raw["eval"] = {"latency": True, "latency_iters": 2}
     recipe = recipe_from_dict(tiny_raw, "tiny.yaml")
