@@ -164,7 +164,8 @@ def test_srgan_is_gccs_setup():
     assert (m.scale, m.n_blocks, m.lr_crop) == (4, 16, 24)
     assert (m.content_loss, m.vgg_layer, m.adv_weight) == ("vgg", "relu5_4", 1e-3)
     d = fam.build_discriminator("G")
-    assert len(d.mask_points()) == 4 and [type(x).__name__ for x in d.head] == ["AdaptiveAvgPool2d", "Flatten", "Linear"]
+    assert len(d.mask_points()) == 4
+    assert [type(x).__name__ for x in d.head] == ["AdaptiveAvgPool2d", "Flatten", "Linear"]
     # GCC's StepLR: 1e-4 for 15 epochs, then 1e-5
     from gancompress.optim import schedule_factor
     factors = [schedule_factor(r.distill.lr_schedule, e, const=15, decay=15, step_every=r.distill.lr_step_every,
