@@ -22,7 +22,7 @@ The appendix leaves the mask ratio, the layer d, lambda, m and n_s open; they ar
 What R_t measures (``measure``). Taken literally (``features``), R_t compares layer d's features
 ``F * M`` with ``F``; for an element mask keeping a share k of the elements that cosine is
 ``sqrt(sum_kept F^2 / sum F^2)``, about ``sqrt(k)`` for any D whose feature energy is spread over
-the elements (within 0.01 of the square root of the drawn mask's kept share on every net tried,
+the elements (within 0.02 of the square root of the drawn mask's kept share on every net tried,
 0.80-0.84 at ratio 0.3), so whether it clears lambda depends on the draw of the mask far more
 than on what D has learned. ``output`` instead compares D's logits
 with and without the mask, the masked features carried through the rest of D, so R_t answers
