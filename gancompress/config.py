@@ -160,6 +160,17 @@ class DistillConfig:
     gamma_m: float = field(default=1.0, metadata=bounded(0))
     gamma_t: float = field(default=1.0, metadata=bounded(0))
     d_layers: tuple[int, ...] = (2, 4)
+    # The learning rate of stage 3's four optimisers over the epochs (optim.schedule_factor):
+    # 'linear' (pix2pix): constant for epochs_const, then linearly to 0 over epochs_decay;
+    # 'step' (GCC's SRGAN, torch's StepLR): x lr_step_factor every lr_step_every epochs
+    # (0: every epochs_const epochs, so 15 + 15 gives 1e-4 then 1e-5).
+    lr_schedule: Literal["linear", "step"] = "linear"
+    lr_step_every: int = field(default=0, metadata=bounded(0, MAX_EPOCHS))
+    lr_step_factor: float = field(default=0.1, metadata=bounded(0, 1, lo_open=True))
+    # Generator-only pre-training of the pruned student on the family's pretrain loss (SRGAN's
+    # pixel MSE) before stage 3, as GCC starts its SRGAN student from an MSE-trained model of
+    # the pruned architecture (the pipeline's 'pretrain_P' stage). 0: none.
+    student_pretrain_epochs: int = field(default=0, metadata=bounded(0, MAX_EPOCHS))
 
     def validate(self) -> str | None:
         if len(set(self.d_layers)) != len(self.d_layers) or any(i < 1 for i in self.d_layers):
@@ -181,6 +192,15 @@ class DMDConfig:
     samples: int = field(default=8, metadata=bounded(1))            # m held samples R_t is measured on
     interval: int = field(default=100, metadata=bounded(1))         # n_s iterations between checks
     heads: int = field(default=4, metadata=bounded(2))              # k logits for placement 'head'
+    # What R_t compares. 'features' (the appendix): layer d's features with and without the mask;
+    # for an element mask that is ~sqrt(1 - mask_ratio) whatever D has learned. 'output': D's
+    # logits with and without the mask, the masked features carried through the rest of D.
+    measure: Literal["features", "output"] = "features"
+    # When the mask goes on. 'retardation' (the appendix): while R_t > threshold. 'random' (a
+    # control): on with probability random_on_rate at each check, drawn from the DMD's own
+    # checkpointed generator; R_t is still measured and logged.
+    schedule: Literal["retardation", "random"] = "retardation"
+    random_on_rate: float = field(default=0.3, metadata=bounded(0, 1))
 
 
 @dataclass(frozen=True)

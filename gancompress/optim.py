@@ -29,6 +29,32 @@ def step_factor(epoch: int, every: int, factor: float) -> float:
     return factor ** (epoch // every) if every > 0 else 1.0
 
 
+#: Learning-rate schedules of stage 3 by name (``distill.lr_schedule``).
+SCHEDULES = ("linear", "step")
+
+
+def schedule_factor(schedule: str, epoch: int, *, const: int, decay: int, step_every: int = 0,
+                    step_gamma: float = 0.1) -> float:
+    """The factor on the base learning rate in (0-based) ``epoch`` of a ``const + decay`` run.
+
+    Args:
+        schedule: 'linear' (:func:`lr_factor`, pix2pix: 1 for ``const`` epochs, then linearly
+            to 0 over ``decay``) or 'step' (:func:`step_factor`, torch's StepLR as GCC's SRGAN
+            uses it: x``step_gamma`` every ``step_every`` epochs, ``step_every`` 0 meaning
+            ``const``; GCC's 15 + 15 epochs run at 1e-4 then 1e-5).
+        epoch: the epoch about to run, from 0.
+        const, decay: ``distill.epochs_const`` and ``distill.epochs_decay``.
+        step_every, step_gamma: the step schedule's period and factor.
+
+    Raises ValueError for an unknown schedule name.
+    """
+    if schedule == "linear":
+        return lr_factor(epoch, const, decay)
+    if schedule == "step":
+        return step_factor(epoch, step_every or const, step_gamma)
+    raise ValueError(f"unknown learning-rate schedule {schedule!r} (valid: {', '.join(SCHEDULES)})")
+
+
 @contextlib.contextmanager
 def frozen(*modules: nn.Module) -> Iterator[None]:
     """Turn off ``requires_grad`` of the modules' parameters for the block, then restore it."""

@@ -18,6 +18,8 @@ from gancompress.families import get_family
 from gancompress.pipeline import compress
 from gancompress.optim import Precision
 from gancompress.stages import GANUpdate
+from gancompress.metrics.macs import count_macs
+from gancompress.nets.srresnet import SRDiscriminator
 from gancompress.vgg import WEIGHTS_FILE, VGGFeatures, vgg19_layer_names
 
 TINY_SRGAN = {
@@ -199,6 +201,88 @@ def test_generator_adversarial_term_is_weighted(sr_root):
     torch.testing.assert_close(got, 1e-3 * losses.g_adv("vanilla", disc(fake)))
     hr = torch.rand(2, 3, 48, 48)
     assert torch.isclose(family.pretrain_loss({}, {}, {"G": fake}, {"hr": hr}), F.mse_loss(fake, hr))
+
+
+# --- GCC's discriminator and learning-rate schedule ------------------------------------------------
+
+@pytest.fixture
+def one_thread():
+    """Small nets run fastest on one thread, and several slow down on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_gcc_discriminator_has_four_conv_layers_and_a_pooled_linear_head():
+    """Appendix Table II: SRGAN's D has 4 conv layers in all (distilled: 2 and 4); GCC's code
+    pools them globally into one Linear. Widths 64, 64, 128, 128; strides 1, 2, 1, 2."""
+    d = SRDiscriminator(ndf=64, n_blocks=4, fc=0, input_size=96)
+    convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
+    linears = [m for m in d.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(c.in_channels, c.out_channels, c.stride[0]) for c in convs] == \
+        [(3, 64, 1), (64, 64, 2), (64, 128, 1), (128, 128, 2)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(128, 1)]
+    assert len(d.mask_points()) == 4 and d.mask_points()[1] is d.blocks[1] and d.mask_points()[3] is d.blocks[3]
+    x = torch.randn(2, 3, 96, 96)
+    seen = {}
+    for i in (1, 3):
+        d.mask_points()[i].register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(i, o.shape[1:]))
+    assert d(x).shape == (2, 1)
+    assert seen == {1: (64, 48, 48), 3: (128, 24, 24)}
+    assert d(torch.randn(2, 3, 40, 40)).shape == (2, 1)  # any size: the pool is global
+    # MACs at 96x96: each conv's output elements x fan-in (3x3 kernels), plus the Linear
+    expected = 96 * 96 * 64 * 27 + 48 * 48 * 64 * 576 + 48 * 48 * 128 * 576 + 24 * 24 * 128 * 1152 + 128
+    m = count_macs(d, x[:1])
+    assert m.complete - expected < 0.01 * expected and m.complete >= expected  # thop adds BN/activation ops
+
+
+def test_recipe_builds_the_gcc_discriminator_with_d_fc_zero(sr_root):
+    family = _family(sr_root, d_blocks=4, d_fc=0, ndf=8)
+    d = family.build_discriminator("G")
+    assert len(d.blocks) == 4 and isinstance(d.head[-1], torch.nn.Linear) and d.head[-1].in_features == 16
+    with pytest.raises(RecipeError, match=r"model\.d_fc"):
+        recipe_from_dict(_raw(sr_root, d_fc=-1), "r.yaml")
+
+
+def test_step_schedule_is_gccs_steplr_and_linear_stays_the_default():
+    from gancompress.optim import schedule_factor
+
+    step = [schedule_factor("step", e, const=15, decay=15) for e in range(30)]
+    assert step == [1.0] * 15 + [pytest.approx(0.1)] * 15  # lr 1e-4, then 1e-5 (GCC's SRGAN)
+    sched = torch.optim.lr_scheduler.StepLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
+                                            step_size=10, gamma=0.5)
+    for e in range(30):  # torch's StepLR stepped once per epoch, as GCC does
+        assert schedule_factor("step", e, const=15, decay=15, step_every=10, step_gamma=0.5) == \
+            pytest.approx(sched.get_last_lr()[0])
+        sched.optimizer.step()
+        sched.step()
+    linear = [schedule_factor("linear", e, const=2, decay=3) for e in range(5)]
+    assert linear == [1.0, 1.0, pytest.approx(0.75), pytest.approx(0.5), pytest.approx(0.25)]
+    with pytest.raises(ValueError, match="linear, step"):
+        schedule_factor("cosine", 0, const=1, decay=1)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_distill_stage_follows_the_recipes_schedule(sr_root):
+    from gancompress.pipeline import make_distill_stage
+
+    def lrs(*overrides):
+        recipe = recipe_from_dict(_raw(sr_root), "tiny_srgan.yaml", list(overrides))
+        family = get_family("srgan")(recipe)
+        stage = make_distill_stage(family, recipe, torch.device("cpu"), {"G": family.build_generator("G", 8)})
+        out = []
+        for e in range(4):
+            stage.set_epoch(e)
+            out.append([o.param_groups[0]["lr"] for o in (stage.opt_tg, stage.opt_td, stage.opt_sg, stage.opt_sd)])
+        return out
+
+    step = lrs("distill.epochs_const=2", "distill.epochs_decay=2", "distill.lr_schedule=step",
+               "train.lr_g=1e-3", "train.lr_d=1e-3")
+    assert step == [[1e-3] * 4] * 2 + [[pytest.approx(1e-4)] * 4] * 2
+    linear = lrs("distill.epochs_const=2", "distill.epochs_decay=2", "train.lr_g=1e-3", "train.lr_d=1e-3")
+    assert linear[3][0] == pytest.approx(1e-3 / 3)
 
 
 # --- the whole pipeline ----------------------------------------------------------------------------

@@ -18,6 +18,16 @@ Three placements of the mask:
 
 The appendix leaves the mask ratio, the layer d, lambda, m and n_s open; they are recipe keys
 (``discriminator.dmd.*``) with the defaults documented in the README.
+
+What R_t measures (``measure``). Taken literally (``features``), R_t compares layer d's features
+``F * M`` with ``F``; for an element mask keeping a share k of the elements that cosine is
+``sqrt(sum_kept F^2 / sum F^2)``, about ``sqrt(k)`` for any D whose feature energy is spread over
+the elements (within 0.02 of the square root of the drawn mask's kept share on every net tried,
+0.80-0.84 at ratio 0.3), so whether it clears lambda depends on the draw of the mask far more
+than on what D has learned. ``output`` instead compares D's logits
+with and without the mask, the masked features carried through the rest of D, so R_t answers
+"does this mask change D's verdicts?", which depends on D's weights. ``schedule: random`` is the
+control: the mask goes on at each check with a fixed probability, whatever R_t says.
 """
 from __future__ import annotations
 
@@ -29,6 +39,8 @@ from ..errors import RecipeError
 from ..layers import running_stats_kept
 
 PLACEMENTS = ("feature", "input", "head")
+MEASURES = ("features", "output")
+SCHEDULES = ("retardation", "random")
 
 
 def retardation(masked: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
@@ -41,6 +53,22 @@ def retardation(masked: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
         A scalar tensor in [-1, 1] (1 when the mask changes nothing).
     """
     return F.cosine_similarity(masked.flatten(1).float(), full.flatten(1).float(), dim=1, eps=1e-8).mean()
+
+
+def output_similarity(masked: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """R_t for ``measure: output``: the cosine between D's outputs on the m held samples with and
+    without the mask, each flattened over all samples into one vector.
+
+    One vector rather than a mean over samples: a discriminator with one logit per sample (SAGAN,
+    SRGAN) would give a per-sample cosine of +-1, the sign alone.
+
+    Args:
+        masked, full: (m, ...) outputs of D for the same m samples.
+
+    Returns:
+        A scalar tensor in [-1, 1].
+    """
+    return F.cosine_similarity(masked.flatten().float(), full.flatten().float(), dim=0, eps=1e-8)
 
 
 def random_mask(shape: tuple[int, ...], ratio: float, generator: torch.Generator) -> torch.Tensor:
@@ -108,7 +136,9 @@ class DMDDiscriminator(nn.Module):
         placement: 'feature', 'input' or 'head'.
         mask_ratio: fraction of mask elements set to 0.
         heads: k, the number of logits for placement 'head'.
-        seed: seeds the private generator the masks are drawn from.
+        seed: seeds the private generator the masks (and the random schedule's draws) come from.
+        measure: what :meth:`retardation` compares: 'features' (layer d's features, or the k
+            logits for 'head', the appendix) or 'output' (D's output, see :func:`output_similarity`).
 
     Shapes: as ``net``: (N, C, H, W) -> logits with 1 along dim 1.
 
@@ -117,12 +147,15 @@ class DMDDiscriminator(nn.Module):
     """
 
     def __init__(self, net: nn.Module, layer: nn.Module, placement: str = "feature", mask_ratio: float = 0.3,
-                 heads: int = 4, seed: int = 0):
+                 heads: int = 4, seed: int = 0, measure: str = "features"):
         super().__init__()
         if placement not in PLACEMENTS:
             raise RecipeError(f"discriminator.dmd.placement: expected one of {', '.join(PLACEMENTS)}, got {placement!r}")
+        if measure not in MEASURES:
+            raise RecipeError(f"discriminator.dmd.measure: expected one of {', '.join(MEASURES)}, got {measure!r}")
         self.net = net
         self.placement = placement
+        self.measure = measure
         self.mask_ratio = float(mask_ratio)
         self.heads = int(heads)
         self.layer = layer
@@ -187,6 +220,8 @@ class DMDDiscriminator(nn.Module):
         """R_t on the held samples ``x`` (m, C, H, W) with the current mask, leaving D's state as it was."""
         if self.mask is None:
             self.new_mask(x)
+        if self.measure == "output":
+            return output_similarity(*self._outputs(x))
         was = self.active
         with running_stats_kept(self.net):
             try:
@@ -206,6 +241,28 @@ class DMDDiscriminator(nn.Module):
                 return retardation(masked, full)
             finally:
                 self.active, self._record, self._features = was, False, None
+
+    def _outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's outputs on ``x`` with the current mask and without it (``measure: output``).
+
+        'feature': the masked layer-d features go on through D's later layers; 'input': D on the
+        masked input; 'head': the masked reduction of the k logits against the full one.
+        """
+        was = self.active
+        with running_stats_kept(self.net):
+            try:
+                self.active = False
+                if self.placement == "head":
+                    logits = self.net(x)
+                    return (self._reduce_heads(logits, self.mask),
+                            self._reduce_heads(logits, torch.ones(self.heads)))
+                full = self.net(x)
+                if self.placement == "feature":
+                    self.active = True  # the hook multiplies layer d's output by the mask
+                    return self.net(x), full
+                return self.net(x * self.mask.to(device=x.device, dtype=x.dtype)), full
+            finally:
+                self.active = was
 
     # The mask's state travels in the module's state_dict (as ``extra_state``), so checkpoints of
     # any discriminator holding this wrapper carry it and resume draws the same masks.
@@ -236,21 +293,37 @@ class DMDSchedule:
         interval: n_s, iterations between checks.
         samples: m, held samples R_t is measured on.
         reduce: optional function averaging R_t over data-parallel ranks so they all decide alike.
+        schedule: 'retardation' (the appendix: on while R_t > lambda) or 'random' (a control: on
+            with probability ``on_rate`` at each check, drawn from the DMD's private generator,
+            which every rank seeds alike and checkpoints carry, so ranks agree and a resumed run
+            draws what the uninterrupted one would).
+        on_rate: the random schedule's probability of switching the mask on at a check.
 
     The first ``interval`` iterations run unmasked (R_0 = 0, as the appendix initialises it).
     The schedule keeps no state: what changes lives on the :class:`DMDDiscriminator`.
     """
 
-    def __init__(self, threshold: float, interval: int, samples: int, reduce=None):
+    def __init__(self, threshold: float, interval: int, samples: int, reduce=None, *,
+                 schedule: str = "retardation", on_rate: float = 0.3):
+        if schedule not in SCHEDULES:
+            raise RecipeError(f"discriminator.dmd.schedule: expected one of {', '.join(SCHEDULES)}, got {schedule!r}")
         self.threshold, self.interval, self.samples = float(threshold), int(interval), int(samples)
         self.reduce = reduce
+        self.schedule, self.on_rate = schedule, float(on_rate)
+
+    def decide(self, dmd: DMDDiscriminator, r: torch.Tensor) -> bool:
+        """Whether the mask is on for the next block, given the measured R_t ``r``."""
+        if self.schedule == "random":
+            return bool(torch.rand((), generator=dmd.generator) < self.on_rate)
+        # One host read every n_s iterations: the on/off decision steers which code runs next.
+        return bool(r > self.threshold)
 
     def after_step(self, dmd: DMDDiscriminator, step: int, held: torch.Tensor) -> torch.Tensor | None:
         """Called after D's update of iteration ``step`` (0-based) with a batch of D inputs.
 
         At the end of every block of ``interval`` iterations: measure R_t on the first m samples
-        of ``held`` with the current mask; switch masking on (keeping that mask) if it exceeds
-        the threshold, else switch it off and draw a fresh mask. Returns R_t when measured.
+        of ``held`` with the current mask; switch masking on (keeping that mask) if
+        :meth:`decide` says so, else switch it off and draw a fresh mask. Returns R_t when measured.
         """
         if (step + 1) % self.interval != 0:
             return None
@@ -258,8 +331,7 @@ class DMDSchedule:
         if self.reduce is not None:
             r = self.reduce(r)
         dmd.last_r = r
-        # One host read every n_s iterations: the on/off decision steers which code runs next.
-        if bool(r > self.threshold):
+        if self.decide(dmd, r):
             dmd.active = True
         else:
             dmd.active = False

@@ -194,7 +194,9 @@ class Selective(Mode):
 
 class DMD(Mode):
     """DMD's dynamically masked discriminator (METHOD 5): a random mask on D's layer d (or its
-    input, or its logit heads), switched on while the retardation metric exceeds lambda."""
+    input, or its logit heads), switched on while the retardation metric exceeds lambda
+    (``dmd.measure`` picks what R_t compares; ``dmd.schedule: random`` switches it at random
+    instead, the control for the retardation rule)."""
 
     name = "dmd"
 
@@ -203,12 +205,14 @@ class DMD(Mode):
         if c.layer > len(points):
             raise RecipeError(f"discriminator.dmd.layer: {c.layer} is past the {family_name} discriminator's "
                               f"{len(points)} layers; choose 1..{len(points)}")
-        return DMDDiscriminator(net, points[c.layer - 1], c.placement, c.mask_ratio, c.heads, self.seed)
+        return DMDDiscriminator(net, points[c.layer - 1], c.placement, c.mask_ratio, c.heads, self.seed,
+                                measure=c.measure)
 
     def attach(self, stage) -> None:
         c = self.cfg.dmd
         self.dmd = {n: find_dmd(d) for n, d in stage.s_discs.items()}
-        self.schedules = {n: DMDSchedule(c.threshold, c.interval, c.samples, distributed.all_reduce_mean)
+        self.schedules = {n: DMDSchedule(c.threshold, c.interval, c.samples, distributed.all_reduce_mean,
+                                         schedule=c.schedule, on_rate=c.random_on_rate)
                           for n in self.dmd}
 
     def after_d_step(self, stage, inputs, s_fakes):

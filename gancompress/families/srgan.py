@@ -45,7 +45,9 @@ class SRGANModel:
         scale: upscaling factor, a power of 2 (4 in SRGAN).
         n_blocks: residual blocks of SRResNet (16).
         ngf_teacher, ngf_student: trunk widths of the teacher and of the sparse model / student.
-        ndf: width of D's first block; d_blocks conv blocks (8), d_fc hidden units (1024).
+        ndf: width of D's first block; d_blocks conv blocks (8 in SRGAN, 4 in GCC's D, appendix
+            Table II); d_fc hidden units of D's head (1024), or 0 for GCC's head: global average
+            pool and a single Linear to the logit.
         lr_crop: side of the LR training crops (24, so HR crops are 96); also the input shape at
             which MACs are counted and the budget is met.
         content_loss: 'vgg' (MSE of VGG19 features, needs ``eval.vgg19_weights``) or 'mse'
@@ -62,7 +64,7 @@ class SRGANModel:
     ngf_student: int = field(default=24, metadata=bounded(1))
     ndf: int = field(default=64, metadata=bounded(1))
     d_blocks: int = field(default=8, metadata=bounded(2))
-    d_fc: int = field(default=1024, metadata=bounded(1))
+    d_fc: int = field(default=1024, metadata=bounded(0))
     lr_crop: int = field(default=24, metadata=bounded(1))
     content_loss: Literal["vgg", "mse"] = "vgg"
     vgg_layer: str = "relu5_4"

@@ -134,21 +134,28 @@ class SRResNet(nn.Module):
 
 class SRDiscriminator(nn.Module):
     """SRGAN discriminator: 3x3 conv blocks with LeakyReLU 0.2 (BatchNorm in all but the first),
-    strides 1, 2, 1, 2, ..., widths ndf, ndf, 2ndf, 2ndf, 4ndf, ...; head: adaptive average pool,
-    Linear -> fc, LeakyReLU 0.2, Linear -> 1.
+    strides 1, 2, 1, 2, ..., widths ndf, ndf, 2ndf, 2ndf, 4ndf, ...; then a head of one of two forms:
+
+    - ``fc > 0`` (SRGAN, sgrvinod's tutorial): adaptive average pool, Linear -> fc, LeakyReLU 0.2,
+      Linear -> 1;
+    - ``fc == 0`` (GCC's SRGAN D, appendix Table II: 4 conv layers in all): global average pool
+      and a single Linear -> 1, no hidden layer.
 
     Args:
         ndf: width of the first block.
-        n_blocks: number of conv blocks (8 in SRGAN).
-        fc: width of the hidden linear layer.
-        input_size: side of the images D will see; the pool's output side is the feature map's
-            side at that size, capped at 6 (so 6, a no-op pool, for 96 and 8 blocks as SRGAN).
+        n_blocks: number of conv blocks (8 in SRGAN, 4 in GCC).
+        fc: width of the hidden linear layer; 0 for the pooled single-linear head.
+        input_size: side of the images D will see; with ``fc > 0`` the pool's output side is the
+            feature map's side at that size, capped at 6 (so 6, a no-op pool, for 96 and 8 blocks
+            as SRGAN). The single-linear head pools to 1x1 whatever the size.
 
     Shapes: (N, 3, H, W) -> (N, 1) logits.
     """
 
     def __init__(self, ndf: int = 64, n_blocks: int = 8, fc: int = 1024, input_size: int = 96):
         super().__init__()
+        if fc < 0:
+            raise ValueError(f"fc must be >= 0 (0: a single linear layer after global pooling), got {fc}")
         blocks = []
         in_ch, out_ch = 3, ndf
         for i in range(n_blocks):
@@ -161,10 +168,13 @@ class SRDiscriminator(nn.Module):
             blocks.append(nn.Sequential(*layers))
             in_ch = out_ch
         self.blocks = nn.ModuleList(blocks)
-        pool = max(1, min(6, math.ceil(input_size / 2 ** (n_blocks // 2))))
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(pool), nn.Flatten(),
-                                  nn.Linear(out_ch * pool * pool, fc), nn.LeakyReLU(0.2),
-                                  nn.Linear(fc, 1))
+        if fc == 0:
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(out_ch, 1))
+        else:
+            pool = max(1, min(6, math.ceil(input_size / 2 ** (n_blocks // 2))))
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(pool), nn.Flatten(),
+                                      nn.Linear(out_ch * pool * pool, fc), nn.LeakyReLU(0.2),
+                                      nn.Linear(fc, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
