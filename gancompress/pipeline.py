@@ -133,7 +133,8 @@ def describe(recipe: Recipe) -> str:
 #: Settings that shape the weights a run holds: a resume may not change them once any stage has
 #: left a checkpoint or an output (the files would no longer match the recipe).
 STRUCTURAL = ("family", "model.", "sparse.method", "prune.", "discriminator.mode", "discriminator.dmd.placement",
-              "discriminator.dmd.heads", "discriminator.glead.width", "distill.teacher", "distill.d_layers")
+              "discriminator.dmd.heads", "discriminator.glead.width", "distill.teacher", "distill.d_layers",
+              "distill.student_pretrain_epochs", "pretrained.")
 
 
 def recipe_changes(old: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
@@ -340,6 +341,7 @@ def run_distill(family: Family, recipe: Recipe, run: RunDir, device: torch.devic
         teacher_init = {"gens": gens} if gens is not None else None
     seed_everything(recipe.seed + 1)
     student = {n: pruned_generator(family, recipe, n, pruned[n], recipe.prune.inherit_weights) for n in names}
+    pretrain_student(family, recipe, run, device, resume, student)
     teacher, fresh_d = stage3_teacher(family, recipe, device, sparse_state)
     stage = make_distill_stage(family, recipe, device, student, teacher, teacher_init, train_teacher_d=fresh_d)
     train_stage(stage, family, recipe, run, device, resume=resume)
@@ -354,6 +356,29 @@ def run_distill(family: Family, recipe: Recipe, run: RunDir, device: torch.devic
             save_generator(run.generator("teacher", n), stage.t_gens[n], recipe, n, t_ngf)
             save_generator(run.generator("student", n), stage.s_gens[n], recipe, n, recipe.model.ngf_student)
     distributed.on_main(save)
+
+
+def pretrain_student(family: Family, recipe: Recipe, run: RunDir, device: torch.device, resume: bool,
+                     student: dict[str, nn.Module]) -> None:
+    """Generator-only pre-training of the pruned students in place (``distill.student_pretrain_epochs``):
+    GCC starts SRGAN's student from an MSE-trained model of the pruned architecture, as SRGAN
+    practice does. Stage 'pretrain_P'; its output is ``pretrain/pretrain_P.pt``."""
+    epochs = recipe.distill.student_pretrain_epochs
+    if not epochs:
+        return
+    gens = nn.ModuleDict(student)
+    out = run.pretrain("pretrain_P")
+    if stage_done(out):
+        log.info("stage 'pretrain_P' already done (%s)", out)
+        gens.load_state_dict(safe_load(out))
+        return
+    seed_everything(recipe.seed + 3)
+    stage = PretrainStage(family, recipe.train, device, gens.to(device), epochs, "pretrain_P")
+    train_stage(stage, family, recipe, run, device, resume=resume)
+    state = stage.gens.state_dict()
+    check_finite(state, f"stage 'pretrain_P' output {out}")
+    distributed.on_main(atomic_save, state, out)
+    gens.cpu()
 
 
 def stage3_teacher(family: Family, recipe: Recipe, device: torch.device,

@@ -38,7 +38,7 @@ def _tiny(faces, *extra):
     """The shipped recipe at tiny widths on the tiny faces; its GAN settings stay as shipped."""
     return load_recipe(CELEBA, ["model.z_dim=16", "model.ngf_teacher=16", "model.ngf_student=8", "model.ndf=8",
                                 f"data.root={faces}", "data.batch_size=4", "data.num_workers=0",
-                                "eval.latency=false", *extra])
+                                "data.flip=true", "eval.inception_weights=''", "eval.latency=false", *extra])
 
 
 def _sn_convs(g: nn.Module) -> list[nn.Module]:

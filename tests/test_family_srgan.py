@@ -289,11 +289,16 @@ def test_distill_stage_follows_the_recipes_schedule(sr_root):
 
 @pytest.mark.slow
 def test_pipeline_prunes_through_subpixel_blocks_and_scores_against_bicubic(sr_root, tmp_path):
-    recipe = recipe_from_dict(_raw(sr_root), "tiny_srgan.yaml")
+    recipe = recipe_from_dict(_raw(sr_root), "tiny_srgan.yaml", ["distill.student_pretrain_epochs=1"])
     run = tmp_path / "run"
     report = compress(recipe, run, device="cpu")
     g = report["generators"]["G"]
     assert (run / "pretrain" / "pretrain_S.pt").is_file() and (run / "pretrain" / "pretrain_T.pt").is_file()
+    # GCC's SRGAN student starts from an MSE-trained model of the pruned architecture
+    pruned_student = torch.load(run / "pretrain" / "pretrain_P.pt", weights_only=True)
+    assert {k.split(".")[0] for k in pruned_student} == {"G"}
+    stages = {json.loads(line)["stage"] for line in (run / "metrics.jsonl").read_text().splitlines()}
+    assert {"pretrain_S", "pretrain_T", "pretrain_P", "sparse", "distill"} <= stages
     assert g["student_within_budget"] and g["student"]["macs"] < g["teacher"]["macs"]
     assert g["student"]["params"] < g["teacher"]["params"]
     assert g["input_shape"] == [1, 3, 12, 12]
