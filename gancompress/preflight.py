@@ -107,10 +107,23 @@ def check_stage3(family: Family, recipe: Recipe) -> None:
 
 
 def check_files(recipe: Recipe) -> None:
-    """Evaluator files the recipe names must exist now, not when the run is evaluated."""
-    named = {"eval.segmenter": recipe.eval.segmenter, "eval.inception_weights": recipe.eval.inception_weights,
-             "eval.fid_extractor": recipe.eval.fid_extractor, "eval.vgg19_weights": recipe.eval.vgg19_weights}
-    for key, path in named.items():
+    """Evaluator files the recipe names must exist now, not when the run is evaluated: the message
+    says which file, where it usually comes from, and which key to set."""
+    from .metrics.drn import DRN_D_105_FILENAME, DRN_D_105_URL
+    from .metrics.fid import INCEPTION_FILENAME, INCEPTION_URL
+    from .vgg import WEIGHTS_FILE, WEIGHTS_URL
+
+    sources = {
+        "eval.segmenter": (recipe.eval.segmenter,
+                           f"{DRN_D_105_FILENAME} from {DRN_D_105_URL} (published Cityscapes mIoU), or one made by "
+                           "gancompress train-segmenter; set eval.segmenter: '' to train without mIoU"),
+        "eval.inception_weights": (recipe.eval.inception_weights, f"{INCEPTION_FILENAME} from {INCEPTION_URL}; set "
+                                   "eval.inception_weights: '' to train without FID"),
+        "eval.vgg19_weights": (recipe.eval.vgg19_weights, f"torchvision's {WEIGHTS_FILE} from {WEIGHTS_URL}"),
+        "eval.fid_extractor": (recipe.eval.fid_extractor, "your own TorchScript feature extractor (it also needs "
+                               "eval.trust_torchscript: true)"),
+    }
+    for key, (path, source) in sources.items():
         if path and not Path(path).exists():
-            raise MissingFileError(f"{key}: {path} does not exist; put the file there or change {key} "
-                                   "(see the README's recipe reference for where it comes from)")
+            raise MissingFileError(f"{key}: {path} does not exist; it is usually {source}; put the file there or "
+                                   f"change {key}")

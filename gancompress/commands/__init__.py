@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "benchmark": "benchmark",
     "bench-cpu": "bench_cpu",
     "train-detector": "train_detector",
+    "train-segmenter": "train_segmenter",
     "make-demo-data": "demo_data",
     "prepare-cityscapes": "prepare_cityscapes",
 }
