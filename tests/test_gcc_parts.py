@@ -1,7 +1,6 @@
 import math
 
 import torch
-from torch import nn
 
 from gancompress import coordination, losses
 from gancompress.discriminators.selective import SelectiveDiscriminator, straight_through_mask
