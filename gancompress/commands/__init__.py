@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "macs": "macs",
     "ablate": "ablate",
+    "baselines": "baselines",
     "benchmark": "benchmark",
     "train-detector": "train_detector",
     "make-demo-data": "demo_data",
