@@ -49,6 +49,7 @@ def test_dmd_random_takes_the_dmd_variants_measured_on_rate(tmp_path):
         variant_overrides("dmd-random", {"dmd": tmp_path / "plain"})
 
 
+@pytest.mark.slow
 def test_two_variants_share_stages_one_and_two(tiny_raw, tmp_path):
     tiny_raw["discriminator"]["dmd"] = {"interval": 2, "samples": 2}
     recipe = tmp_path / "tiny.yaml"
