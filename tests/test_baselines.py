@@ -117,6 +117,7 @@ def _tiny_recipe(tiny_raw, tmp_path) -> Path:
     tiny_raw["data"]["max_items"] = 4                      # 2 iterations an epoch at batch 2
     tiny_raw["distill"].update({"epochs_const": 1, "epochs_decay": 0})
     tiny_raw["train"]["checkpoint_every"] = 100           # at the end of each stage only
+    tiny_raw["prune"]["tolerance"] = 0.2                  # a shorter search: the test checks no budget
     tiny_raw["export"] = {"onnx": False, "torchscript": False}
     tiny_raw["eval"].update({"latency": False, "latency_iters": 2})
     path = tmp_path / "tiny.yaml"
@@ -166,6 +167,7 @@ def test_every_row_two_seeds_shared_stages_once_and_resume(tiny_raw, tmp_path, m
     monkeypatch.setattr(pipeline, "make_distill_stage", make_distill_stage)
     monkeypatch.setattr(baselines, "GANStage", gan_stage)
     monkeypatch.setattr(evaluate, "_plots", lambda run: [])  # report.md's plots: seconds of matplotlib each
+    monkeypatch.setattr(baselines, "LATENCY_ROUNDS", 1)
 
     folder, result = run_baselines(str(recipe), [], seeds=2, out_dir=tmp_path / "bl", device="cpu")
 
