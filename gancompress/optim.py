@@ -55,6 +55,13 @@ def schedule_factor(schedule: str, epoch: int, *, const: int, decay: int, step_e
     raise ValueError(f"unknown learning-rate schedule {schedule!r} (valid: {', '.join(SCHEDULES)})")
 
 
+def distill_lr_factor(distill, epoch: int) -> float:
+    """Stage 3's learning-rate factor in ``epoch`` from the ``distill`` section's schedule settings
+    (shared by the distillation stage and the baselines that train for stage 3's length)."""
+    return schedule_factor(distill.lr_schedule, epoch, const=distill.epochs_const, decay=distill.epochs_decay,
+                           step_every=distill.lr_step_every, step_gamma=distill.lr_step_factor)
+
+
 @contextlib.contextmanager
 def frozen(*modules: nn.Module) -> Iterator[None]:
     """Turn off ``requires_grad`` of the modules' parameters for the block, then restore it."""

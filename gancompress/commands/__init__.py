@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "macs": "macs",
     "ablate": "ablate",
+    "baselines": "baselines",
     "benchmark": "benchmark",
     "bench-cpu": "bench_cpu",
     "train-detector": "train_detector",

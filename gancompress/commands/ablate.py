@@ -1,14 +1,18 @@
 """Run one recipe with each student discriminator and write the ablation table.
 
-Variants (gancompress/ablation.py): none, plain, selective-local, gcc, dmd, selective+dmd, glead.
-Stages 1 and 2 run once and are shared; the table goes to <output_dir>/<name>-ablation/ablation.md
-(and is printed).
+Variants (gancompress/ablation.py): none, plain, selective-local, gcc, dmd, dmd-random (DMD's mask
+switched on at random at the dmd variant's measured on-rate), selective+dmd, glead. Stages 1 and 2
+run once per seed and are shared; with --seeds N every variant runs for seeds recipe.seed, +1, ...
+and the table shows mean ± std. The table goes to <output_dir>/<name>-ablation/ablation.md (and is
+printed). A variant that cannot run (e.g. a recipe schema without its keys) fails alone, in one
+line, and the command exits with status 1.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from .common import add_device_arg, add_recipe_args
+from .common import add_device_arg, add_recipe_args, positive_int
 
 NAME = "ablate"
 HELP = "run a recipe once per student-discriminator variant and tabulate the results"
@@ -18,6 +22,8 @@ def add_arguments(p) -> None:
     add_recipe_args(p)
     p.add_argument("--variants", nargs="+", default=None, metavar="KEY",
                    help="variants to run (default: all, in the order above)")
+    p.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+                   help="repeat every variant with seeds recipe.seed, +1, ..., +N-1 (default 1)")
     p.add_argument("--out", type=Path, default=None, help="ablation folder (default <output_dir>/<name>-ablation)")
     p.add_argument("--resume", action="store_true", help="continue the variants found in the folder")
     add_device_arg(p)
@@ -26,7 +32,11 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ..ablation import run_ablation
 
-    folder, _ = run_ablation(args.recipe, args.overrides, args.variants, args.out, args.resume, args.device)
+    folder, results = run_ablation(args.recipe, args.overrides, args.variants, args.out, args.resume, args.device,
+                                   seeds=args.seeds)
     print((folder / "ablation.md").read_text(), end="")
     print(f"table: {folder / 'ablation.md'}")
-    return 0
+    failed = [v["error"] for v in results["variants"].values() if "error" in v]
+    for message in failed:
+        print(f"gancompress: error: {message}", file=sys.stderr)
+    return 1 if failed else 0

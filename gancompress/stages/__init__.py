@@ -6,11 +6,11 @@ A stage holds its modules, optimisers and controllers and exposes ``name``, ``ep
 detached device tensors: nothing here waits on the GPU.
 
 - :mod:`.gan`: the ordinary GAN iteration (:class:`GANUpdate`), the optional generator-only
-  pre-training and stage 1 (the sparse model);
+  pre-training, stage 1 (the sparse model) and plain GAN training of given nets (the baselines);
 - :mod:`.distill`: stage 3, GCC's online distillation against the student discriminator.
 """
 from .distill import DistillStage, student_discriminator
-from .gan import GANUpdate, PretrainStage, SparseStage, build_generators, build_pair, generator_visuals
+from .gan import GANStage, GANUpdate, PretrainStage, SparseStage, build_generators, build_pair, generator_visuals
 
-__all__ = ["DistillStage", "GANUpdate", "PretrainStage", "SparseStage", "build_generators", "build_pair",
+__all__ = ["DistillStage", "GANStage", "GANUpdate", "PretrainStage", "SparseStage", "build_generators", "build_pair",
            "generator_visuals", "student_discriminator"]

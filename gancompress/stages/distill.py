@@ -18,7 +18,7 @@ from ..distill import Adapters, FeatureTap, distill_terms, tap_channels
 from ..errors import RecipeError
 from ..families.base import Family
 from ..layers import running_stats_kept
-from ..optim import Precision, frozen, make_adam, prepare_module, schedule_factor, set_lr
+from ..optim import Precision, distill_lr_factor, frozen, make_adam, prepare_module, set_lr
 from .gan import GANUpdate, build_pair
 
 
@@ -129,8 +129,7 @@ class DistillStage:
     def set_epoch(self, epoch: int) -> None:
         d, t = self.distill, self.train_cfg
         self.epoch = epoch
-        f = schedule_factor(d.lr_schedule, epoch, const=d.epochs_const, decay=d.epochs_decay,
-                            step_every=d.lr_step_every, step_gamma=d.lr_step_factor)
+        f = distill_lr_factor(d, epoch)
         for opt, base in ((self.opt_tg, t.lr_g), (self.opt_td, t.lr_d), (self.opt_sg, t.lr_g), (self.opt_sd, t.lr_d)):
             set_lr(opt, base * f)
         self.mode.set_epoch(epoch, self.epochs)

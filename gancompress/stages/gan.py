@@ -3,7 +3,8 @@
 :class:`GANUpdate` is one D-then-G iteration of a family, used by stage 1 (with the L1
 sub-gradient) and by the online teacher of stage 3. :class:`PretrainStage` is the optional
 generator-only pre-training (SRGAN's MSE SRResNet); :class:`SparseStage` is stage 1, the sparse
-model trained with the L1 penalty (METHOD 1.1).
+model trained with the L1 penalty (METHOD 1.1); :class:`GANStage` trains given generators with
+the family's losses alone (the baselines' small nets).
 """
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import torch
 from torch import nn
 
 from .. import losses
-from ..config import TrainConfig
+from ..config import DistillConfig, TrainConfig
 from ..families.base import Family
-from ..optim import Precision, frozen, make_adam, prepare_module
+from ..optim import Precision, distill_lr_factor, frozen, make_adam, prepare_module, set_lr
 from ..sparsity import add_l1_subgradient, penalised_parameters
 
 
@@ -168,46 +169,25 @@ class PretrainStage:
         return {}
 
 
-class SparseStage:
-    """Stage 1: train the sparse model with the L1 penalty (METHOD 1.1).
+class _PlainGAN:
+    """What :class:`SparseStage` and :class:`GANStage` share: generators and discriminators trained
+    by :class:`GANUpdate` (the family's GAN loss and task loss, no teacher), and their state.
 
-    Args:
-        family: the family adapter.
-        train: the recipe's ``train`` section.
-        device: where to train.
-        ngf: the sparse model's width (``model.ngf_student``).
-        epochs: how long.
-        method: 'slimming' (L1 on norm scales) or 'l1' (L1 on conv weights).
-        l1_lambda: the penalty's weight.
-        init_gens: optional state dict of the generators (a ModuleDict's, keys '<name>.<param>') to
-            start from (a pre-trained model).
-        init_discs: optional discriminator name -> state dict to start those discriminators from.
+    A subclass builds ``gens`` and ``discs`` (its own order of random draws) and calls
+    :meth:`_setup`.
     """
 
-    name = "sparse"
     needs_second_batch = False
 
-    def __init__(self, family: Family, train: TrainConfig, device: torch.device, *, ngf: int, epochs: int,
-                 method: str, l1_lambda: float, init_gens: dict | None = None, init_discs: dict | None = None):
-        self.family, self.epochs = family, epochs
-        family.reset_state()
-        self.precision = Precision(train.amp, device)
-        self.gens, self.discs = build_pair(family, ngf, train, device)
-        if init_gens is not None:
-            self.gens.load_state_dict(init_gens)
-        for n, state in (init_discs or {}).items():
-            self.discs[n].load_state_dict(state)
-        penalised = []
-        for n in family.generator_names:
-            penalised += penalised_parameters(self.gens[n], method, family.example_input(n, 1, device))
+    def _setup(self, family: Family, train: TrainConfig, device: torch.device, gens: nn.ModuleDict,
+               discs: nn.ModuleDict, sparsity: tuple[list[nn.Parameter], float] | None) -> None:
+        self.family = family
+        self.gens, self.discs = gens, discs
         betas = (train.beta1, train.beta2)
         self.opt_g = make_adam(self.gens.parameters(), train.lr_g, betas, device)
         self.opt_d = make_adam(self.discs.parameters(), train.lr_d, betas, device)
         self.update = GANUpdate(family, train.gan_loss, self.gens, self.discs, self.opt_g, self.opt_d,
-                                self.precision, (penalised, l1_lambda))
-
-    def set_epoch(self, epoch: int) -> None:
-        """Stage 1 is short (a tenth of stage 3) and keeps a constant learning rate."""
+                                self.precision, sparsity)
 
     def step(self, batch: dict, batch2: dict | None = None) -> dict:
         inputs = self.family.generator_inputs(batch)
@@ -236,3 +216,78 @@ class SparseStage:
 
     def log_extras(self) -> dict:
         return {}
+
+
+class SparseStage(_PlainGAN):
+    """Stage 1: train the sparse model with the L1 penalty (METHOD 1.1).
+
+    Args:
+        family: the family adapter.
+        train: the recipe's ``train`` section.
+        device: where to train.
+        ngf: the sparse model's width (``model.ngf_student``).
+        epochs: how long.
+        method: 'slimming' (L1 on norm scales) or 'l1' (L1 on conv weights).
+        l1_lambda: the penalty's weight.
+        init_gens: optional state dict of the generators (a ModuleDict's, keys '<name>.<param>') to
+            start from (a pre-trained model).
+        init_discs: optional discriminator name -> state dict to start those discriminators from.
+    """
+
+    name = "sparse"
+
+    def __init__(self, family: Family, train: TrainConfig, device: torch.device, *, ngf: int, epochs: int,
+                 method: str, l1_lambda: float, init_gens: dict | None = None, init_discs: dict | None = None):
+        self.epochs = epochs
+        family.reset_state()
+        self.precision = Precision(train.amp, device)
+        gens, discs = build_pair(family, ngf, train, device)
+        if init_gens is not None:
+            gens.load_state_dict(init_gens)
+        for n, state in (init_discs or {}).items():
+            discs[n].load_state_dict(state)
+        penalised = []
+        for n in family.generator_names:
+            penalised += penalised_parameters(gens[n], method, family.example_input(n, 1, device))
+        self._setup(family, train, device, gens, discs, (penalised, l1_lambda))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Stage 1 is short (a tenth of stage 3) and keeps a constant learning rate."""
+
+
+class GANStage(_PlainGAN):
+    """Plain GAN training of given generators: the family's GAN loss and task loss against fresh
+    discriminators of the family, no teacher and no distillation, for stage 3's length and with
+    stage 3's learning-rate schedule. The baselines (:mod:`gancompress.baselines`) train their small
+    nets with it.
+
+    Args:
+        family: the family adapter.
+        train: the recipe's ``train`` section (learning rates, betas, GAN loss, precision).
+        device: where to train.
+        gens: the generators by name (any widths, pruned or not); moved to ``device``.
+        distill: the recipe's ``distill`` section: its epochs and learning-rate schedule are used.
+        name: the stage's name in checkpoints and ``metrics.jsonl``.
+
+    The discriminators are drawn from the random stream after the generators exist, so seeding
+    before building the generators fixes both.
+    """
+
+    def __init__(self, family: Family, train: TrainConfig, device: torch.device, gens: dict[str, nn.Module], *,
+                 distill: DistillConfig, name: str = "gan"):
+        self.name = name
+        self.distill = distill
+        self.epochs = distill.epochs_const + distill.epochs_decay
+        self.lr_g, self.lr_d = train.lr_g, train.lr_d
+        family.reset_state()
+        self.precision = Precision(train.amp, device)
+        names = family.generator_names
+        gens = nn.ModuleDict({n: prepare_module(gens[n], train, device) for n in names})
+        discs = nn.ModuleDict({n: prepare_module(family.build_discriminator(n), train, device) for n in names})
+        self._setup(family, train, device, gens, discs, None)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Stage 3's schedule, for G and D alike."""
+        f = distill_lr_factor(self.distill, epoch)
+        set_lr(self.opt_g, self.lr_g * f)
+        set_lr(self.opt_d, self.lr_d * f)
