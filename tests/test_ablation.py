@@ -129,4 +129,4 @@ def test_tool_reports_a_bad_variant_in_one_line():
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "gancompress: error: --variants: unknown variant 'nope' (valid: none, plain, selective-local, gcc, dmd, "
-        "dmd-random, selective+dmd, glead)"]
+        "dmd-output, dmd-random, selective+dmd, glead)"]
