@@ -26,6 +26,7 @@ from gancompress.metrics.fid import (
     FEATURE_CACHE_FORMAT,
     FeatureNetExtractor,
     TorchScriptExtractor,
+    check_fid_extractor,
     extractor_from_eval,
     fid_from_features,
     kid_from_features,
@@ -68,6 +69,7 @@ def test_checkpoint_round_trips_and_loads_without_trust(tmp_path):
         torch.testing.assert_close(ext(x), net(x8))
         big = torch.rand(2, 3, 40, 40)
         torch.testing.assert_close(ext(big), net(resize_to((big * 255 + 0.5).floor() / 255, 16)))
+    assert check_fid_extractor(path) == "demo-features"
     described = ext.describe()
     assert described["kind"] == "demo-features" and "not comparable with published FID" in described["name"]
     assert ext.id == f"feature-net-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"  # keys the feature cache
@@ -79,6 +81,9 @@ def test_a_torchscript_extractor_still_needs_trust(tmp_path):
     with pytest.raises(CheckpointError) as e:
         extractor_from_eval(_eval_cfg(path), "cpu")
     assert "eval.trust_torchscript: true" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(CheckpointError, match="eval.trust_torchscript: true"):
+        check_fid_extractor(path)  # the check before a run refuses it too
+    assert check_fid_extractor(path, trusted=True) == "torchscript"
     assert isinstance(extractor_from_eval(_eval_cfg(path, trust=True), "cpu"), TorchScriptExtractor)
 
 
@@ -144,7 +149,8 @@ def test_the_texture_net_tells_held_out_textures_and_tints_apart(textures, textu
             total += images.shape[0]
     accuracy = correct / total
     assert accuracy >= 0.7, accuracy  # 4 classes: chance is 0.25
-    assert saved["held_out_accuracy"] == pytest.approx(accuracy) and saved["classes"] == list(held)
+    assert saved["held_out_accuracy"] == meta["held_out_accuracy"] == pytest.approx(accuracy)
+    assert saved["classes"] == list(held) and meta["seconds"] > 0
 
 
 def test_training_is_reproducible_from_its_seed_and_leaves_the_global_rng_alone(textures, tmp_path):

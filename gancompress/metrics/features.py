@@ -211,21 +211,29 @@ def augment(x: torch.Tensor, gen: torch.Generator, scale: tuple[float, float] = 
     return (((out - mean) * contrast + mean) * brightness).clamp(0.0, 1.0)
 
 
-def _stack(images_by_class: Mapping[str, torch.Tensor], what: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """(N, C, H, W) float images in [0, 1], (N,) labels and the class names, in the mapping's order."""
-    if len(images_by_class) < 2:
+def _stack(images_by_class: Mapping[str, torch.Tensor], what: str,
+           classes: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(N, C, H, W) float images in [0, 1], (N,) labels and the class names.
+
+    Labels number the classes in the mapping's order, or as in ``classes`` when given (held-out
+    images are labelled as the training classes).
+    """
+    if classes is None and len(images_by_class) < 2:
         raise DataError(f"{what}: a feature net needs images of at least 2 classes, got {len(images_by_class)}")
+    names = list(images_by_class) if classes is None else classes
     xs, ys, sizes = [], [], set()
-    for k, (name, images) in enumerate(images_by_class.items()):
+    for name, images in images_by_class.items():
+        if name not in names:
+            raise DataError(f"{what}: class {name!r} is not a training class ({', '.join(names)})")
         if not torch.is_tensor(images) or images.dim() != 4 or images.shape[0] == 0:
             raise DataError(f"{what}: class {name!r} must be a non-empty (N, C, H, W) tensor")
         images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         xs.append(images)
-        ys.append(torch.full((images.shape[0],), k, dtype=torch.long))
+        ys.append(torch.full((images.shape[0],), names.index(name), dtype=torch.long))
         sizes.add(tuple(images.shape[1:]))
     if len(sizes) != 1:
         raise DataError(f"{what}: every class needs images of one shape, got {sorted(sizes)}")
-    return torch.cat(xs), torch.cat(ys), list(images_by_class)
+    return torch.cat(xs), torch.cat(ys), names
 
 
 @torch.no_grad()
@@ -284,10 +292,7 @@ def train_feature_net(
         raise DataError(f"feature-net training images must be square, got {x.shape[2]}x{x.shape[3]}")
     hx = hy = None
     if held_out:
-        unknown = [c for c in held_out if c not in classes]
-        if unknown:
-            raise DataError(f"held-out class {unknown[0]!r} is not a training class ({', '.join(classes)})")
-        hx, hy = _held_out(held_out, classes)
+        hx, hy, _ = _stack(held_out, "held-out images", classes)
         if hx.shape[1:] != x.shape[1:]:
             raise DataError(f"held-out images are {tuple(hx.shape[1:])}, the training images {tuple(x.shape[1:])}")
     start = time.perf_counter()
@@ -344,16 +349,3 @@ def _fit(net: FeatureNet, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
             opt.step()
             step += 1
     return step
-
-
-def _held_out(held_out: Mapping[str, torch.Tensor], classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Held-out images and their labels in the training classes' numbering."""
-    xs, ys = [], []
-    for name, images in held_out.items():
-        if not torch.is_tensor(images) or images.dim() != 4 or images.shape[0] == 0:
-            raise DataError(f"held-out class {name!r} must be a non-empty (N, C, H, W) tensor")
-        xs.append(images.float() / 255.0 if images.dtype == torch.uint8 else images.float())
-        ys.append(torch.full((images.shape[0],), classes.index(name), dtype=torch.long))
-    if len({tuple(t.shape[1:]) for t in xs}) != 1:
-        raise DataError("held-out images must all have one shape, that of the training images")
-    return torch.cat(xs), torch.cat(ys)

@@ -11,9 +11,10 @@ Features are computed once per image set with an *extractor*: :class:`InceptionE
 small net of :mod:`gancompress.metrics.features` trained on a demo's own images, weights into our
 architecture, so it needs no trust; its figures are labelled not comparable with published FID)
 or :class:`TorchScriptExtractor` (a user's model mapping images to vectors, loaded only with
-``eval.trust_torchscript: true`` because loading TorchScript runs code). FID and KID are then pure functions of two feature
-matrices, delegated to ``torch_fidelity.metric_fid`` and ``torch_fidelity.metric_kid``. The
-real images' features are cached per image set and extractor (:func:`cached_real_features`).
+``eval.trust_torchscript: true`` because loading TorchScript runs code). FID and KID are then
+pure functions of two feature matrices, delegated to ``torch_fidelity.metric_fid`` and
+``torch_fidelity.metric_kid``. The real images' features are cached per image set and extractor
+(:func:`cached_real_features`).
 """
 
 from __future__ import annotations
@@ -254,6 +255,26 @@ class FeatureNetExtractor:
 
         x = images_to_uint8(images).float() / 255.0
         return self.model(resize_to(x, self.input_size).to(self.device)).float().cpu()
+
+
+def check_fid_extractor(path, *, trusted: bool = False) -> str:
+    """Check ``eval.fid_extractor`` before a run starts, without running any code from it.
+
+    A feature-net checkpoint is read and rebuilt in full (cheap); a TorchScript archive is only
+    checked against ``trusted`` (loading it would run its code).
+
+    Returns:
+        the evaluator kind, "demo-features" or "torchscript".
+
+    Raises:
+        the errors of :func:`load_fid_extractor`.
+    """
+    path = Path(path)
+    if path.is_file() and is_torchscript_archive(path):
+        if not trusted:
+            TorchScriptExtractor(path, trusted=False)  # raises the one-line refusal
+        return "torchscript"
+    return load_fid_extractor(path, "cpu", trusted=trusted).describe()["kind"]
 
 
 def load_fid_extractor(path, device="cpu", *, trusted: bool = False):

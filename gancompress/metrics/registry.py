@@ -324,8 +324,10 @@ def fid_kid(ctx: MetricContext, name: str, data: EvalData) -> dict:
     if smallest <= dim:
         # Fewer images than feature dimensions: FID's covariances are rank-deficient, so FID is biased
         # upwards and noisy; KID's estimate is unbiased at any set size.
-        caution = (f"FID from {smallest} images in {dim} feature dimensions is biased and noisy: compare runs by "
-                   f"KID (kid_mean +- kid_std)")
+        caution = f"FID from {smallest} images in {dim} feature dimensions is biased and noisy: compare runs by KID"
+        if kid_subset_size(smallest, smallest) == smallest:
+            # Every KID subset is then the whole set, so kid_std is 0 and says nothing about the error.
+            caution += " (each KID subset is the whole set, so kid_std is 0: take the spread over seeds)"
         record["note"] = "; ".join(n for n in (record["note"], caution) if n)
     return {"values": values, "protocol": record}
 
