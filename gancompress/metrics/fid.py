@@ -7,11 +7,14 @@ unpickle with ``weights_only=True``. The bytes that were hashed and checked are 
 torch-fidelity's network is built from (the file is not read a second time).
 
 Features are computed once per image set with an *extractor*: :class:`InceptionExtractor`
-(pool3, 2048-d, torch-fidelity's resizing and normalisation) or :class:`TorchScriptExtractor`
-(a user's model mapping images to vectors, loaded only with ``eval.trust_torchscript: true``
-because loading TorchScript runs code). FID and KID are then pure functions of two feature
-matrices, delegated to ``torch_fidelity.metric_fid`` and ``torch_fidelity.metric_kid``. The
-real images' features are cached per image set and extractor (:func:`cached_real_features`).
+(pool3, 2048-d, torch-fidelity's resizing and normalisation), :class:`FeatureNetExtractor` (a
+small net of :mod:`gancompress.metrics.features` trained on a demo's own images, weights into our
+architecture, so it needs no trust; its figures are labelled not comparable with published FID)
+or :class:`TorchScriptExtractor` (a user's model mapping images to vectors, loaded only with
+``eval.trust_torchscript: true`` because loading TorchScript runs code). FID and KID are then
+pure functions of two feature matrices, delegated to ``torch_fidelity.metric_fid`` and
+``torch_fidelity.metric_kid``. The real images' features are cached per image set and extractor
+(:func:`cached_real_features`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import torch
 
 from ..errors import CheckpointError, DataError, MissingFileError
 from ..fileio import atomic_write
-from .weights import TRUST_KEY, load_tensors, sha256_of, trust_torchscript
+from .weights import TRUST_KEY, is_torchscript_archive, load_tensors, sha256_of, trust_torchscript
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +198,123 @@ class TorchScriptExtractor:
         return feats.float().cpu()
 
 
+class FeatureNetExtractor:
+    """A :class:`~gancompress.metrics.features.FeatureNet` checkpoint: weights into our architecture.
+
+    The file is read once with ``weights_only=True`` (it runs no code, so no trust is needed);
+    its SHA-256 and the weights come from the same bytes. Images are rounded to 8 bits (as saving
+    them would) and resized to the net's input side (bilinear, antialiased) when they differ.
+
+    Args:
+        path: a ``gancompress-feature-net`` checkpoint.
+        device: device to run on.
+        data: the file's bytes when the caller has read them already.
+
+    Call: ``extractor(images)`` with images (N, 3, H, W) uint8 or float in [0, 1] -> (N, D)
+    float32 on CPU. ``id`` names the extractor and its weights (cache keys).
+    """
+
+    def __init__(self, path, device="cpu", *, data: bytes | None = None):
+        from .features import feature_net_from_checkpoint
+
+        path = Path(path)
+        if data is None:
+            if not path.is_file():
+                raise MissingFileError(f"feature net {path} not found: make the demo data again "
+                                       f"(gancompress make-demo-data) or set eval.fid_extractor to its path")
+            data = path.read_bytes()
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        blob = load_tensors(data, f"feature net {path}", "make it again with gancompress make-demo-data")
+        self.device = torch.device(device)
+        self.model = feature_net_from_checkpoint(blob, f"feature net {path}").to(self.device)
+        meta = blob.get("meta")
+        self.meta = dict(meta) if isinstance(meta, dict) else {}
+        self.path, self.dim, self.input_size = path, self.model.dim, self.model.arch["input_size"]
+        self.id = f"feature-net-{self.sha256[:16]}"
+
+    @property
+    def preprocessing(self) -> str:
+        """How images become the net's input, for protocol records."""
+        s = self.input_size
+        return f"images rounded to 8 bits, resized to {s}x{s} (bilinear, antialiased) when another size"
+
+    def describe(self) -> dict:
+        """The evaluator part of a protocol record."""
+        from .features import FEATURE_NET_KIND, LABEL
+
+        widths = self.model.arch["widths"]
+        held = self.meta.get("held_out_accuracy")
+        return {"name": f"{LABEL} ({len(widths)} conv blocks, {self.dim}-d, {self.input_size}x{self.input_size} input)",
+                "kind": FEATURE_NET_KIND, "file": str(self.path), "sha256": self.sha256[:12],
+                "trained_on": str(self.meta.get("trained_on", "")), "classes": list(self.meta.get("classes", [])),
+                "held_out_accuracy": held if isinstance(held, float) else None}
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        from .features import resize_to
+
+        x = images_to_uint8(images).float() / 255.0
+        return self.model(resize_to(x, self.input_size).to(self.device)).float().cpu()
+
+
+def check_fid_extractor(path, *, trusted: bool = False) -> str:
+    """Check ``eval.fid_extractor`` before a run starts, without running any code from it.
+
+    A feature-net checkpoint is read and rebuilt in full (cheap); a TorchScript archive is only
+    checked against ``trusted`` (loading it would run its code).
+
+    Returns:
+        the evaluator kind, "demo-features" or "torchscript".
+
+    Raises:
+        the errors of :func:`load_fid_extractor`.
+    """
+    path = Path(path)
+    if path.is_file() and is_torchscript_archive(path):
+        if not trusted:
+            TorchScriptExtractor(path, trusted=False)  # raises the one-line refusal
+        return "torchscript"
+    return load_fid_extractor(path, "cpu", trusted=trusted).describe()["kind"]
+
+
+def load_fid_extractor(path, device="cpu", *, trusted: bool = False):
+    """The extractor ``eval.fid_extractor`` names: a feature net, or a TorchScript model when trusted.
+
+    What the file is, is decided without running it: a TorchScript archive is recognised by the
+    names inside its zip (never by loading it) and goes to :class:`TorchScriptExtractor`, which
+    refuses it unless ``trusted``; any other file is read with ``weights_only=True`` and must be a
+    feature-net checkpoint by its ``format`` key.
+
+    Args:
+        path: the file.
+        device: device to run on.
+        trusted: the recipe's ``eval.trust_torchscript``.
+
+    Raises:
+        MissingFileError: no such file.
+        CheckpointError: TorchScript without trust, a file that would run code, or a weights file
+            that is not a feature-net checkpoint.
+    """
+    from .features import FEATURE_NET_FORMAT, is_feature_net
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"eval.fid_extractor {path} not found: make it with gancompress make-demo-data (a "
+                               f"demo's features.pt), or save a TorchScript module with torch.jit.save and set "
+                               f"{TRUST_KEY}: true")
+    if is_torchscript_archive(path):
+        return TorchScriptExtractor(path, device, trusted=trusted)
+    fix = (f"set eval.fid_extractor to a {FEATURE_NET_FORMAT!r} checkpoint (a demo's features.pt) or to a "
+           f"TorchScript module with {TRUST_KEY}: true")
+    data = path.read_bytes()
+    blob = load_tensors(data, f"eval.fid_extractor {path}", fix)
+    if not is_feature_net(blob):
+        found = blob.get("format") if isinstance(blob, dict) else None
+        raise CheckpointError(f"eval.fid_extractor {path} is not a feature-net checkpoint (format {found!r}, expected "
+                              f"{FEATURE_NET_FORMAT!r}) nor a TorchScript model; {fix}")
+    return FeatureNetExtractor(path, device, data=data)
+
+
 def compute_features(images_iter: Iterable, extractor: Callable) -> torch.Tensor:
     """Features of every image of a set.
 
@@ -344,11 +464,11 @@ def cached_real_features(cache_dir, key: str, images_iter_fn: Callable[[], Itera
 def extractor_from_eval(eval_cfg, device):
     """The FID feature extractor a recipe's ``eval`` section names, or None when it names none.
 
-    ``eval.fid_extractor`` (a TorchScript model, loaded only with ``eval.trust_torchscript: true``)
-    wins over ``eval.inception_weights``.
+    ``eval.fid_extractor`` (a feature-net checkpoint, or a TorchScript model loaded only with
+    ``eval.trust_torchscript: true``; :func:`load_fid_extractor`) wins over ``eval.inception_weights``.
     """
     if eval_cfg.fid_extractor:
-        return TorchScriptExtractor(eval_cfg.fid_extractor, device, trusted=trust_torchscript(eval_cfg))
+        return load_fid_extractor(eval_cfg.fid_extractor, device, trusted=trust_torchscript(eval_cfg))
     if eval_cfg.inception_weights:
         return InceptionExtractor(eval_cfg.inception_weights, device)
     return None

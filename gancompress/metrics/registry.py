@@ -16,7 +16,7 @@ Protocol record (plain JSON types), one per generator and metric::
 
     {"metric": "miou",
      "keys": ["miou"],                         # the value keys it filled
-     "evaluator": {"name": str, "kind": str,   # e.g. "drn-d-105", "smp", "inception", "y-psnr-ssim"
+     "evaluator": {"name": str, "kind": str,   # e.g. "drn-d-105", "smp", "inception", "demo-features"
                    "file": str | None, "sha256": first 12 hex | None},
      "protocol": {"images": int, "resolution": [H, W] | None, ...},   # metric-specific settings
      "comparable": bool,                       # with the published figure named in "reference"
@@ -268,15 +268,16 @@ def fid_kid(ctx: MetricContext, name: str, data: EvalData) -> dict:
     the subset size capped at the smaller set. Values per role: {"fid", "kid_mean", "kid_std",
     "fid_images"}.
     """
-    from .fid import KID_SUBSET_SIZE, KID_SUBSETS, compute_features, fid_from_features, kid_from_features, \
-        kid_subset_size
+    from .features import FEATURE_NET_KIND, NOT_COMPARABLE
+    from .fid import KID_SUBSET_SIZE, KID_SUBSETS, fid_from_features, kid_from_features, kid_subset_size
 
     if data.reals is None:
         return skipped("fid_kid", f"the {ctx.family.name} family declares no real image set")
     extractor = ctx.extractor()
     if extractor is None:
-        return skipped("fid_kid", "no feature extractor: set eval.inception_weights (or eval.fid_extractor with "
-                                  "eval.trust_torchscript: true)")
+        return skipped("fid_kid", "no feature extractor: set eval.inception_weights, or eval.fid_extractor to a "
+                                  "feature-net checkpoint (a demo's features.pt) or a TorchScript model with "
+                                  "eval.trust_torchscript: true")
     real, real_source = ctx.set_features(data.reals)
     chunks: dict[str, list[torch.Tensor]] = {}
     for _, outs in ctx.outputs(name, data, "fid_kid"):
@@ -295,24 +296,39 @@ def fid_kid(ctx: MetricContext, name: str, data: EvalData) -> dict:
                         "fid_images": int(f.shape[0])}
     count = max(int(f.shape[0]) for f in feats.values())
     reference = data.references.get("fid_kid")
-    inception = extractor.describe()["kind"] == "inception"
+    evaluator = extractor.describe()
+    inception = evaluator["kind"] == "inception"
     reasons = []
-    if not inception:
+    if evaluator["kind"] == FEATURE_NET_KIND:
+        reasons.append(NOT_COMPARABLE)
+    elif not inception:
         reasons.append("features from a user extractor, not the standard Inception pool3")
     reasons += _standard_checks(reference, count, data.resolution)
+    if inception:
+        preprocessing = "images rounded to 8 bits; Inception resizes to 299x299 as TF1 bilinear"
+    else:
+        preprocessing = getattr(extractor, "preprocessing", "the user extractor's own")
     record = {
         "metric": "fid_kid", "keys": ["fid", "kid_mean", "kid_std", "fid_images"],
-        "evaluator": extractor.describe(),
+        "evaluator": evaluator,
         "protocol": {"images": count, "resolution": _size(data.resolution), "split": data.split,
                      "real_set": data.reals.name, "real_images": int(real.shape[0]),
                      "real_transform": data.reals.transform, "real_features": real_source,
-                     "preprocessing": "images rounded to 8 bits; Inception resizes to 299x299 as TF1 bilinear"
-                     if inception else "the user extractor's own",
+                     "preprocessing": preprocessing, "feature_dim": int(real.shape[1]),
                      "kid": {"subsets": KID_SUBSETS,
                              "subset_size": kid_subset_size(count, int(real.shape[0])),
                              "kernel": "polynomial, degree 3, gamma 1/D, coef0 1"}},
         **_comparison(reference, reasons),
     }
+    smallest, dim = min(min(int(f.shape[0]) for f in feats.values()), int(real.shape[0])), int(real.shape[1])
+    if smallest <= dim:
+        # Fewer images than feature dimensions: FID's covariances are rank-deficient, so FID is biased
+        # upwards and noisy; KID's estimate is unbiased at any set size.
+        caution = f"FID from {smallest} images in {dim} feature dimensions is biased and noisy: compare runs by KID"
+        if kid_subset_size(smallest, smallest) == smallest:
+            # Every KID subset is then the whole set, so kid_std is 0 and says nothing about the error.
+            caution += " (each KID subset is the whole set, so kid_std is 0: take the spread over seeds)"
+        record["note"] = "; ".join(n for n in (record["note"], caution) if n)
     return {"values": values, "protocol": record}
 
 
