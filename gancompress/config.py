@@ -283,7 +283,7 @@ class EvalConfig:
 
     max_images: int = field(default=0, metadata=bounded(0))
     inception_weights: str = ""   # pt_inception-2015-12-05-6726825d.pth, for FID/KID
-    fid_extractor: str = ""       # a TorchScript feature extractor used instead of Inception (needs trust)
+    fid_extractor: str = ""       # a demo feature net (features.pt) or a TorchScript extractor (needs trust)
     # Loading a TorchScript file runs its code: allowed only when the recipe says the files named in
     # eval.segmenter / eval.fid_extractor are trusted. Whether a file is TorchScript is never guessed.
     trust_torchscript: bool = False

@@ -110,7 +110,7 @@ def check_files(recipe: Recipe) -> None:
     """Evaluator files the recipe names must exist now, not when the run is evaluated: the message
     says which file, where it usually comes from, and which key to set."""
     from .metrics.drn import DRN_D_105_FILENAME, DRN_D_105_URL
-    from .metrics.fid import INCEPTION_FILENAME, INCEPTION_URL
+    from .metrics.fid import INCEPTION_FILENAME, INCEPTION_URL, check_fid_extractor
     from .vgg import WEIGHTS_FILE, WEIGHTS_URL
 
     sources = {
@@ -120,10 +120,13 @@ def check_files(recipe: Recipe) -> None:
         "eval.inception_weights": (recipe.eval.inception_weights, f"{INCEPTION_FILENAME} from {INCEPTION_URL}; set "
                                    "eval.inception_weights: '' to train without FID"),
         "eval.vgg19_weights": (recipe.eval.vgg19_weights, f"torchvision's {WEIGHTS_FILE} from {WEIGHTS_URL}"),
-        "eval.fid_extractor": (recipe.eval.fid_extractor, "your own TorchScript feature extractor (it also needs "
-                               "eval.trust_torchscript: true)"),
+        "eval.fid_extractor": (recipe.eval.fid_extractor, "a demo's features.pt (gancompress make-demo-data FAMILY), "
+                               "or your own TorchScript feature extractor with eval.trust_torchscript: true"),
     }
     for key, (path, source) in sources.items():
         if path and not Path(path).exists():
             raise MissingFileError(f"{key}: {path} does not exist; it is usually {source}; put the file there or "
                                    f"change {key}")
+    if recipe.eval.fid_extractor:
+        # An untrusted TorchScript file is refused now, not at evaluation after training.
+        check_fid_extractor(recipe.eval.fid_extractor, trusted=recipe.eval.trust_torchscript)

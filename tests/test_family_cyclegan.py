@@ -48,7 +48,7 @@ TINY = {
 def unaligned_root(tmp_path_factory):
     """Grass (A) and gravel (B) crops from scikit-image, 4 training and 6 test images per domain."""
     root = tmp_path_factory.mktemp("unaligned")
-    return make_cyclegan_demo(root, n_train=4, n_test=6, size=32, seed=0)
+    return make_cyclegan_demo(root, n_train=4, n_test=6, size=32, seed=0, feature_epochs=0)
 
 
 @pytest.fixture

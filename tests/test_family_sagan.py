@@ -31,7 +31,7 @@ def faces(tmp_path_factory):
     """12 LFW faces and 4 astronaut crops, 64x64 PNGs in one flat folder (the demo's maker)."""
     from gancompress.data.demo_sagan import make_sagan_demo
 
-    return make_sagan_demo(tmp_path_factory.mktemp("faces"), n_lfw=12, n_astronaut=4)
+    return make_sagan_demo(tmp_path_factory.mktemp("faces"), n_lfw=12, n_astronaut=4, feature_epochs=0)
 
 
 def _tiny(faces, *extra):

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import GanCompressError
 
 NAME = "make-demo-data"
-HELP = "make the demo datasets (and the pix2pix demo's segmenter) from scikit-image's photos"
+HELP = "make the demo datasets, the pix2pix demo's segmenter and the cyclegan/sagan FID feature nets"
 
 
 FAMILIES = ("cyclegan", "pix2pix", "sagan", "srgan")
