@@ -201,6 +201,33 @@ class RateWatch:
                         self.reference / rate, self.reference)
 
 
+class ProgressLog:
+    """The progress bar's content as log lines, about every tenth of a stage, for runs without a
+    terminal: stage, epoch, step out of the total, rate and time left."""
+
+    def __init__(self, stage: str, step: int, total: int):
+        self.stage, self.total = stage, max(1, total)
+        self.start_step, self.start = step, time.perf_counter()
+        self.next = step + max(1, self.total // 10)
+
+    def report(self, step: int, epoch: int) -> None:
+        if step < self.next:
+            return
+        self.next = step + max(1, self.total // 10)
+        rate = (step - self.start_step) / max(1e-9, time.perf_counter() - self.start)
+        left = (self.total - step) / rate if rate > 0 else float("inf")
+        log.info("stage '%s' epoch %d: step %d/%d (%.0f %%), %.3g it/s, about %s left", self.stage, epoch + 1, step,
+                 self.total, 100 * step / self.total, rate, _duration(left))
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "? s"
+    seconds = int(seconds)
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min" if seconds >= 3600 else \
+        f"{seconds // 60} min {seconds % 60:02d} s"
+
+
 def train_stage(stage, family: Family, recipe: Recipe, run: RunDir | str | Path, device: torch.device, *,
                 resume: bool) -> None:
     """Run ``stage`` for ``stage.epochs`` epochs, resuming from its latest checkpoint if asked.
@@ -268,6 +295,9 @@ def train_stage(stage, family: Family, recipe: Recipe, run: RunDir | str | Path,
     bar = tqdm(total=total, initial=step, desc=f"{stage.name} epoch {epoch + 1}/{stage.epochs}",
                disable=not writer or None, dynamic_ncols=True, unit="it")
     watch = RateWatch(stage.name, step)
+    # Without a terminal (a log file, CI) tqdm draws nothing: say how the stage is doing in the log
+    # instead, about every tenth of it.
+    progress = ProgressLog(stage.name, step, total) if writer and bar.disable else None
     started = time.perf_counter()
 
     def flush(e: int, i: int) -> None:
@@ -279,6 +309,8 @@ def train_stage(stage, family: Family, recipe: Recipe, run: RunDir | str | Path,
                         "seconds": round(time.perf_counter() - started, 3), **means, **extras})
         bar.set_postfix({k: f"{v:.3g}" for k, v in list(means.items())[:4]})
         watch.check(step)
+        if progress is not None:
+            progress.report(step, e)
 
     while epoch < stage.epochs:
         if it >= per_epoch:

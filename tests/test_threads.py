@@ -234,3 +234,17 @@ def test_bench_cpu_command_writes_the_table_and_the_json(tiny_raw, tmp_path, mon
     assert result["met"] == {"new_alone_vs_old_alone": True, "new_two_vs_alone": True}
     printed = capsys.readouterr().out
     assert "new alone / old alone: 0.500" in printed and "2.20x at most" in printed
+
+
+def test_progress_log_reports_about_every_tenth_with_rate_and_time_left(monkeypatch, caplog):
+    from gancompress import train
+    clock = iter(float(t) for t in range(0, 1000))
+    monkeypatch.setattr(train.time, "perf_counter", lambda: next(clock))
+    progress = train.ProgressLog("distill", 0, 100)
+    with caplog.at_level("INFO", logger="gancompress.train"):
+        for step in range(1, 101):
+            progress.report(step, step // 10)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 10
+    assert lines[0].startswith("stage 'distill' epoch 2: step 10/100 (10 %)") and "it/s, about" in lines[0]
+    assert lines[-1].startswith("stage 'distill' epoch 11: step 100/100 (100 %)") and "about 0 min 00 s left" in lines[-1]
