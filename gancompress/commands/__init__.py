@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "macs": "macs",
     "ablate": "ablate",
     "benchmark": "benchmark",
+    "gpu-check": "gpu_check",
     "train-detector": "train_detector",
     "make-demo-data": "demo_data",
     "prepare-cityscapes": "prepare_cityscapes",
