@@ -62,6 +62,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -287,6 +288,7 @@ class Check:
             except BaseException:
                 _kill_group(proc)
                 raise
+            _kill_group(proc)  # what it left behind (DataLoader workers of a crashed run)
         stdout = out_path.read_text(errors="replace")
         if code != 0:
             reason = last_meaningful_line(err_path.read_text(errors="replace") + "\n" + stdout)
@@ -378,13 +380,13 @@ def _hash_uniform(count: int, salt: int) -> torch.Tensor:
 
 
 class MeanFeatures(nn.Module):
-    """Images in [0, 1] -> the spatial mean of ``body``'s output channels, (N, C)."""
+    """Images (N, 3, H, W) in [0, 1] -> the spatial mean of ``body``'s output channels, (N, C)."""
 
-    def __init__(self, body: nn.Module):
+    def __init__(self, body):  # no annotation: TorchScript cannot resolve this module's postponed ones
         super().__init__()
         self.body = body
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x):
         return self.body(x * 2 - 1).mean(dim=(2, 3))
 
 
@@ -408,8 +410,13 @@ def write_random_feature_extractor(path: Path, features: int = 12) -> Path:
             conv.weight.copy_(_hash_uniform(conv.weight.numel(), 2 * i).view_as(conv.weight) * gain)
             conv.bias.copy_(_hash_uniform(cout, 2 * i + 1) * 0.1)
         layers += [conv, nn.Tanh()]
-    scripted = torch.jit.script(MeanFeatures(nn.Sequential(*layers)).eval())
-    return atomic_write(path, lambda f: torch.jit.save(scripted, f))
+    # Traced, not scripted: the network has no control flow, and a trace of convolutions and a mean
+    # takes any image size.
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch.jit's deprecation notice: TorchScript is what eval.fid_extractor loads.
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(MeanFeatures(nn.Sequential(*layers)).eval(), torch.zeros(1, 3, 32, 32))
+        return atomic_write(path, lambda f: torch.jit.save(traced, f))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -690,7 +697,7 @@ def compile_row() -> Row:
             raise RowFailure(f"a stage-3 loss is not finite after compile: {res['losses']}")
         return Outcome(f"compile + first {res['warmup']} steps {res['warmup_s']:.0f} s, then {res['iters_per_s']:.1f} "
                        f"it/s; {res['unique_graphs']} graphs, {res['graph_breaks']} graph breaks, "
-                       f"{res['recompiles']} recompiles", res)
+                       f"{len(res['recompile_limit_hits'])} recompile-limit hits", res)
 
     return Row("compile/stage3", "train.compile: true (with bf16 and channels_last) for a few stage-3 iterations",
                run, timeout_s=300, estimate_s=120,
@@ -1032,6 +1039,8 @@ def _w_compile_stage3(device: str, recipe: str, batch: int, iters: int, warmup: 
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
+    watch = _RecompileWatch()
+    logging.getLogger("torch._dynamo").addHandler(watch)
     t0 = time.perf_counter()
     for _ in range(warmup):
         logs = stage.step(*batches)
@@ -1046,21 +1055,34 @@ def _w_compile_stage3(device: str, recipe: str, batch: int, iters: int, warmup: 
     counters = _dynamo_counters()
     return {"recipe": recipe, "batch": batch, "warmup": warmup, "warmup_s": warm, "iters": iters,
             "iters_per_s": rate, "losses": losses, "finite": all(math.isfinite(v) for v in losses.values()),
-            **counters}
+            "recompile_limit_hits": watch.messages, **counters}
 
 
 def _dynamo_counters() -> dict:
-    """Graphs compiled, graph breaks and recompilations so far in this process (torch._dynamo's
-    counters; zeros where a torch version names them otherwise)."""
+    """Graphs compiled and graph breaks (with their most frequent reasons) so far in this process,
+    from torch._dynamo's counters (zeros where a torch version keeps them elsewhere)."""
     try:
         from torch._dynamo.utils import counters
     except ImportError:
-        return {"unique_graphs": 0, "graph_breaks": 0, "recompiles": 0, "break_reasons": []}
+        return {"unique_graphs": 0, "graph_breaks": 0, "break_reasons": []}
     breaks = counters.get("graph_break", {})
     return {"unique_graphs": int(counters.get("stats", {}).get("unique_graphs", 0)),
             "graph_breaks": int(sum(breaks.values())),
-            "recompiles": int(sum(counters.get("recompiles", {}).values())) if "recompiles" in counters else 0,
-            "break_reasons": sorted(breaks, key=lambda k: -breaks[k])[:5]}
+            "break_reasons": [str(k)[:200] for k in sorted(breaks, key=lambda k: -breaks[k])[:5]]}
+
+
+class _RecompileWatch(logging.Handler):
+    """Counts torch._dynamo's warnings that a function hit its recompile limit (it then runs
+    eager: compile silently stops helping)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if "recompile_limit" in text or "cache_size_limit" in text:
+            self.messages.append(" ".join(text.split())[:300])
 
 
 def _w_nccl_probe(device: str) -> dict:
