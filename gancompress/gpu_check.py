@@ -61,9 +61,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -192,6 +194,7 @@ class Row:
         estimate_s: about how long it takes on an H100; it is skipped when less budget is left.
         cuda_only: why it is skipped on the CPU ('' : it runs there too).
         cpu_only: why it is skipped on CUDA ('' : it runs there too).
+        alone: it measures speed, so it runs with no other row running.
     """
 
     name: str
@@ -201,6 +204,7 @@ class Row:
     estimate_s: float
     cuda_only: str = ""
     cpu_only: str = ""
+    alone: bool = False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -243,6 +247,9 @@ class Check:
         recipes: folder holding the paper recipes and ``demo/``.
         quick: the CI form (a few iterations everywhere).
         demo_seed: ``seed`` of the demo rows.
+        deadline: when the current row's limit runs out (``time.monotonic``).
+        row: the current row's name (names its logs).
+        threads: OMP_NUM_THREADS of the row's subprocesses when rows run side by side (None: as set).
     """
 
     device: str
@@ -252,6 +259,7 @@ class Check:
     demo_seed: int = 0
     deadline: float = math.inf
     row: str = ""
+    threads: int | None = None
 
     @property
     def logs(self) -> Path:
@@ -265,6 +273,8 @@ class Check:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SOURCE_ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
+        if self.threads is not None:
+            env["OMP_NUM_THREADS"] = str(self.threads)
         return env
 
     def call(self, args: list[str], label: str) -> str:
@@ -323,27 +333,37 @@ def _kill_group(proc: subprocess.Popen) -> None:
 # ----------------------------------------------------------------------------------------------
 # Data the rows make.
 
+_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _lock(path: Path) -> threading.Lock:
+    """One lock per file or folder made by the rows (two rows running side by side may need it)."""
+    with _LOCKS_LOCK:
+        return _LOCKS.setdefault(Path(path), threading.Lock())
+
+
 def make_demo_data(family: str, folder: Path) -> Path:
     """``family``'s demo data in ``folder`` (made once; a marker file says it is complete)."""
-    if (folder / DONE).is_file():
-        return folder
     from .data.demo import get_demo_maker
 
-    shutil.rmtree(folder, ignore_errors=True)
-    get_demo_maker(family)(folder)
-    (folder / DONE).write_text("ok\n")
+    with _lock(folder):
+        if not (folder / DONE).is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            get_demo_maker(family)(folder)
+            (folder / DONE).write_text("ok\n")
     return folder
 
 
 def make_plain_aligned_data(folder: Path) -> Path:
     """A small pix2pix dataset without the demo's segmenter (for the torchrun rows)."""
-    if (folder / DONE).is_file():
-        return folder
     from .data.demo import make_pix2pix_demo
 
-    shutil.rmtree(folder, ignore_errors=True)
-    make_pix2pix_demo(folder, n_train=16, n_val=4, size=64, seed=0, segmenter_epochs=0)
-    (folder / DONE).write_text("ok\n")
+    with _lock(folder):
+        if not (folder / DONE).is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            make_pix2pix_demo(folder, n_train=16, n_val=4, size=64, seed=0, segmenter_epochs=0)
+            (folder / DONE).write_text("ok\n")
     return folder
 
 
@@ -471,8 +491,9 @@ def demo_row(family: str, fast: bool) -> Row:
             sets["eval.segmenter"] = data / "segmenter.pt"
         if REFERENCE[family].metric == "fid":
             extractor = check.work / "data" / "random_features.pt"
-            if not extractor.is_file():
-                write_random_feature_extractor(extractor)
+            with _lock(extractor):
+                if not extractor.is_file():
+                    write_random_feature_extractor(extractor)
             sets.update({"eval.fid_extractor": extractor, "eval.trust_torchscript": True})
         run_dir = check.work / "runs" / f"{family}-{variant}"
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -586,7 +607,7 @@ def cityscapes_row() -> Row:
                        f"{full['total_h']:.1f} h{_met_text(met, '< 6 h')}", details, targets)
 
     return Row("cityscapes/projection", "pix2pix_cityscapes.yaml on synthetic 256x256 pairs: stage rates and the "
-               "projected full run", run, timeout_s=180, estimate_s=75,
+               "projected full run", run, timeout_s=180, estimate_s=75, alone=True,
                cuda_only="hundreds of 256x256 iterations of the ngf-64 teacher take most of an hour on a CPU")
 
 
@@ -630,7 +651,7 @@ def stage3_row(batch: int) -> Row:
         return Outcome(figure, res, {key: _target(TARGETS[key], value, unit, met)} if cuda else {})
 
     return Row(f"bench/stage3_b{batch}", f"stage-3 speed at batch {batch}, fp32 eager vs bf16 + channels_last",
-               run, timeout_s=120, estimate_s=25 if batch == 1 else 30)
+               run, timeout_s=120, estimate_s=25 if batch == 1 else 30, alone=True)
 
 
 def latency_row() -> Row:
@@ -649,7 +670,7 @@ def latency_row() -> Row:
         return Outcome("; ".join(parts), res)
 
     return Row("bench/latency", "teacher vs student generator latency at batch 1, 16, 64, eager fp32 vs CUDA graph "
-               "bf16 channels_last", run, timeout_s=120, estimate_s=25)
+               "bf16 channels_last", run, timeout_s=120, estimate_s=25, alone=True)
 
 
 def pruned_row() -> Row:
@@ -667,7 +688,7 @@ def pruned_row() -> Row:
         return Outcome(figure, res, targets if cuda else {})
 
     return Row("bench/pruned_vs_uniform", "pruned student (prune.round_to 8) vs the uniform net of nearest MACs, "
-               "batch 1 and 16", run, timeout_s=150, estimate_s=40)
+               "batch 1 and 16", run, timeout_s=150, estimate_s=40, alone=True)
 
 
 def parity_row(mode: str) -> Row:
@@ -757,12 +778,11 @@ def torchrun_row(nproc: int) -> Row:
 
 
 def all_rows() -> list[Row]:
-    """Every row, in the order they run."""
-    rows = [parity_row("cuda_graph"), stage3_row(1), stage3_row(16), latency_row(), pruned_row()]
-    rows += [demo_row(f, fast=True) for f in DEMO_FAMILIES]
-    rows += [cityscapes_row(), nccl_row(), torchrun_row(1), compile_row(), parity_row("compile")]
-    rows += [demo_row(f, fast=False) for f in DEMO_FAMILIES]
-    rows += [torchrun_row(2), parity_row("cpu_fallback")]
+    """Every row, in the table's order (the timings first: with ``--jobs 1`` it is the run order)."""
+    rows = [stage3_row(1), stage3_row(16), latency_row(), pruned_row(), cityscapes_row()]
+    rows += [parity_row("cuda_graph"), parity_row("compile")]
+    rows += [demo_row(f, fast=True) for f in DEMO_FAMILIES] + [demo_row(f, fast=False) for f in DEMO_FAMILIES]
+    rows += [nccl_row(), torchrun_row(1), torchrun_row(2), compile_row(), parity_row("cpu_fallback")]
     return rows
 
 
@@ -801,19 +821,29 @@ def environment(device: str) -> dict:
     return env
 
 
-def run_rows(rows: list[Row], check: Check, budget_s: float, on_row: Callable[[dict], None] | None = None) -> list[dict]:
-    """Run ``rows`` in order; every row ends as a record, whatever happens in it.
+def run_rows(rows: list[Row], check: Check, budget_s: float, on_row: Callable[[dict], None] | None = None,
+             jobs: int = 1) -> list[dict]:
+    """Run ``rows``; every row ends as a record, whatever happens in it.
 
-    Returns one record per row: {"row", "what", "status" ('pass' | 'fail' | 'skip'), "seconds",
-    "figure" (pass) or "reason" (fail, skip), "details", "targets"}. ``on_row`` is called with each
-    record as it is made (the caller writes the JSON after every row, so a killed run keeps them).
+    Rows marked ``alone`` (timings) run first, one at a time with nothing else running; the others
+    then run ``jobs`` at a time (the demo runs are small and leave a GPU mostly idle), the longest
+    first. A row starts only if its estimate fits the budget left, and runs within its own limit.
+
+    Returns one record per row, in the order of ``rows``: {"row", "what", "status" ('pass' |
+    'fail' | 'skip'), "seconds", "figure" (pass) or "reason" (fail, skip), "details", "targets",
+    "concurrent"}. ``on_row`` is called with each record as it is made (the caller writes the JSON
+    after every row, so a killed run keeps what it did).
     """
     scale = CPU_SLOWDOWN if check.device == "cpu" else 1.0
     start = time.monotonic()
-    records = []
-    for row in rows:
+    done: dict[str, dict] = {}
+    lock = threading.Lock()
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
+    def one(row: Row, concurrent: bool) -> None:
         left = budget_s - (time.monotonic() - start)
-        record = {"row": row.name, "what": row.what, "status": "skip", "seconds": 0.0, "details": {}, "targets": {}}
+        record = {"row": row.name, "what": row.what, "status": "skip", "seconds": 0.0, "details": {}, "targets": {},
+                  "concurrent": concurrent}
         if check.device == "cpu" and row.cuda_only:
             record["reason"] = f"CUDA only: {row.cuda_only}"
         elif check.device == "cuda" and row.cpu_only:
@@ -823,10 +853,11 @@ def run_rows(rows: list[Row], check: Check, budget_s: float, on_row: Callable[[d
                                 f"{row.estimate_s * scale:.0f} s")
         else:
             limit = min(row.timeout_s * scale, left)
-            check.deadline, check.row = time.monotonic() + limit, row.name
+            mine = replace(check, deadline=time.monotonic() + limit, row=row.name,
+                           threads=threads if concurrent else None)
             t0 = time.monotonic()
             try:
-                outcome = row.run(check)
+                outcome = row.run(mine)
                 record.update(status="pass", figure=outcome.figure, details=outcome.details, targets=outcome.targets)
             except RowSkip as exc:
                 record["reason"] = str(exc)
@@ -834,11 +865,21 @@ def run_rows(rows: list[Row], check: Check, budget_s: float, on_row: Callable[[d
                 record.update(status="fail", reason=_one_line(exc), details=getattr(exc, "details", {}))
             record["seconds"] = round(time.monotonic() - t0, 1)
             record["limit_s"] = round(limit, 1)
-        log.info("%s: %s %s", row.name, record["status"], record.get("figure", record.get("reason", "")))
-        records.append(record)
-        if on_row is not None:
-            on_row(record)
-    return records
+        with lock:
+            log.info("%s: %s %s", row.name, record["status"], record.get("figure", record.get("reason", "")))
+            done[row.name] = record
+            if on_row is not None:
+                on_row(record)
+
+    alone = [r for r in rows if r.alone or jobs == 1]
+    shared = sorted((r for r in rows if not (r.alone or jobs == 1)), key=lambda r: -r.estimate_s)
+    for row in alone:
+        one(row, False)
+    if shared:
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="gpu-check") as pool:
+            for future in [pool.submit(one, row, True) for row in shared]:
+                future.result()
+    return [done[r.name] for r in rows]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -874,7 +915,7 @@ def collect_targets(records: list[dict]) -> dict:
 
 def run_check(*, device: str | None = None, out: Path = Path("gpu_check.json"), work: Path | None = None,
               recipes: Path = DEFAULT_RECIPES, budget_s: float = 450.0, patterns: list[str] | None = None,
-              quick: bool = False, demo_seed: int = 0) -> tuple[list[dict], str]:
+              quick: bool = False, demo_seed: int = 0, jobs: int | None = None) -> tuple[list[dict], str]:
     """Run the selected rows and write ``out``; returns (records, the table text).
 
     Args:
@@ -886,17 +927,22 @@ def run_check(*, device: str | None = None, out: Path = Path("gpu_check.json"), 
         patterns: shell patterns of row names (None: every row).
         quick: the CI form, a few iterations per row.
         demo_seed: ``seed`` of the demo rows (the references were made with 0, 1 and 2).
+        jobs: rows run side by side after the timings (None: 4 on CUDA, 1 on the CPU, where the
+            cores are the bottleneck).
     """
     from .fileio import atomic_write_json
     from .runtime import pick_device
 
     dev = pick_device(device).type
+    jobs = jobs if jobs is not None else (4 if dev == "cuda" else 1)
+    if jobs < 1:
+        raise GanCompressError(f"--jobs {jobs}: expected at least 1")
     rows = select_rows(all_rows(), patterns)
     work = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix="gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)
     check = Check(dev, work.resolve(), Path(recipes).resolve(), quick, demo_seed)
     doc = {"format": "gancompress-gpu-check", "environment": environment(dev), "work": str(check.work),
-           "quick": quick, "budget_s": budget_s, "rows": [], "targets": collect_targets([])}
+           "quick": quick, "budget_s": budget_s, "jobs": jobs, "rows": [], "targets": collect_targets([])}
     started = time.monotonic()
 
     def save(record: dict) -> None:
@@ -906,7 +952,9 @@ def run_check(*, device: str | None = None, out: Path = Path("gpu_check.json"), 
         atomic_write_json(out, doc)
 
     atomic_write_json(out, doc)
-    records = run_rows(rows, check, budget_s, save)
+    records = run_rows(rows, check, budget_s, save, jobs)
+    doc.update(rows=records, seconds=round(time.monotonic() - started, 1))  # in the table's order
+    atomic_write_json(out, doc)
     return records, format_table(records)
 
 

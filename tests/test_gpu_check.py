@@ -114,8 +114,37 @@ def test_every_row_ends_as_one_record_whatever_happens_and_later_rows_run(tmp_pa
     assert len(table) == 2 + len(rows) + 1 and table[-1] == "1 passed, 3 failed, 2 skipped"
 
 
+def test_timing_rows_run_alone_first_and_the_others_side_by_side(tmp_path):
+    import threading
+    import time
+
+    spans, lock = {}, threading.Lock()
+
+    def sleeper(check):
+        t0 = time.monotonic()
+        time.sleep(0.4)
+        with lock:
+            spans[check.row] = (t0, time.monotonic(), check.threads)
+        return gc.Outcome(check.row)
+
+    rows = [gc.Row("t/shared1", "", sleeper, timeout_s=30, estimate_s=1),
+            gc.Row("t/timing", "", sleeper, timeout_s=30, estimate_s=1, alone=True),
+            gc.Row("t/shared2", "", sleeper, timeout_s=30, estimate_s=2),
+            gc.Row("t/shared3", "", sleeper, timeout_s=30, estimate_s=3)]
+    records = gc.run_rows(rows, gc.Check("cuda", tmp_path, ROOT / "recipes"), budget_s=100.0, jobs=3)
+    assert [r["row"] for r in records] == [r.name for r in rows]  # the table keeps its order
+    assert [r["figure"] for r in records] == [r.name for r in rows]  # each row saw its own name
+    timing = spans.pop("t/timing")
+    assert timing[2] is None and not records[1]["concurrent"]
+    for start, end, threads in spans.values():
+        assert start >= timing[1]  # after the timing row, never beside it
+        assert threads is not None and threads >= 1
+    starts = sorted(s for s, _, _ in spans.values())
+    assert starts[-1] < min(e for _, e, _ in spans.values())  # the three overlapped
+
+
 def test_unknown_row_pattern_names_the_rows():
-    with pytest.raises(GanCompressError, match=r"--rows 'demo/nope' matches no row; the rows are: parity/cuda_graph"):
+    with pytest.raises(GanCompressError, match=r"--rows 'demo/nope' matches no row; the rows are: bench/stage3_b1"):
         gc.select_rows(gc.all_rows(), ["demo/nope"])
     assert [r.name for r in gc.select_rows(gc.all_rows(), ["demo/sagan/*"])] == ["demo/sagan/fast", "demo/sagan/fp32"]
 
@@ -152,10 +181,10 @@ def test_cpu_quick_run_reports_a_bad_recipe_in_one_line_runs_the_later_rows_and_
     assert all(t["met"] is None for t in doc["targets"].values())  # no target is measured on a CPU
     rows = {r["row"]: r for r in doc["rows"]}
     order = [r["row"] for r in doc["rows"]]
-    assert order == ["parity/cuda_graph", "demo/sagan/fast", "torchrun/nccl_probe", "parity/compile",
-                     "demo/sagan/fp32", "parity/cpu_fallback"]
+    assert order == ["parity/cuda_graph", "parity/compile", "demo/sagan/fast", "demo/sagan/fp32",
+                     "torchrun/nccl_probe", "parity/cpu_fallback"]
     for r in doc["rows"]:
-        assert {"row", "what", "status", "seconds", "details", "targets"} <= set(r)
+        assert {"row", "what", "status", "seconds", "details", "targets", "concurrent"} <= set(r)
         assert ("figure" in r) == (r["status"] == "pass") and ("reason" in r) == (r["status"] != "pass")
     for name in ("parity/cuda_graph", "demo/sagan/fast", "torchrun/nccl_probe", "parity/compile"):
         assert rows[name]["status"] == "skip" and rows[name]["reason"].startswith("CUDA only: ")

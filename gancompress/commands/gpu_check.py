@@ -31,6 +31,8 @@ def add_arguments(p) -> None:
     p.add_argument("--rows", nargs="+", default=None, metavar="PATTERN",
                    help="only the rows whose name matches a shell pattern, e.g. 'demo/*' (see --list)")
     p.add_argument("--list", action="store_true", help="list the rows and exit")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="rows run side by side after the timings (default 4 on CUDA, 1 on the CPU)")
     p.add_argument("--quick", action="store_true", help="a few iterations per row (the CI form; metrics not compared)")
     p.add_argument("--recipes", type=Path, default=None,
                    help="folder holding pix2pix_cityscapes.yaml and demo/ (default: the checkout's recipes/)")
@@ -52,7 +54,8 @@ def run(args) -> int:
         return 0
     records, table = gpu_check.run_check(device=args.device, out=args.out, work=args.work,
                                          recipes=args.recipes or gpu_check.DEFAULT_RECIPES, budget_s=args.budget_s,
-                                         patterns=args.rows, quick=args.quick, demo_seed=args.demo_seed)
+                                         patterns=args.rows, quick=args.quick, demo_seed=args.demo_seed,
+                                         jobs=args.jobs)
     print(table)
     print(f"figures: {args.out}")
     return 1 if any(r["status"] == "fail" for r in records) else 0
