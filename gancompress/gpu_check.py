@@ -3,13 +3,8 @@
 GPU machines are lent for a few minutes of device time at most, so everything that needs a GPU
 is checked by this one command, prepared and tested on the CPU. Within about eight minutes on one
 H100 it prints ONE table (a row per check: passed with its figure, failed with a one-line reason,
-or skipped with why) and writes every figure as JSON (``--out``). Rows, in the order they run (the
-most informative first, so that a budget cut drops the least):
+or skipped with why) and writes every figure as JSON (``--out``). Rows, in the table's order:
 
-- ``parity/cuda_graph``, ``parity/compile``: :class:`~gancompress.fast_infer.FastGenerator`
-  replaying a CUDA graph / running ``torch.compile`` against eager, fp32 and bf16, on an input
-  other than the captured one (max abs difference); ``parity/cpu_fallback`` (CPU only): every
-  mode falls back to eager and matches it exactly.
 - ``bench/stage3_b1``, ``bench/stage3_b16``: stage-3 iterations (b1) and images (b16) per second of
   the Cityscapes recipe, fp32 eager against the fast path (bf16 autocast, channels_last, fused
   Adam, cudnn benchmark), side by side in one process (:func:`~gancompress.benchmark.stage3_rate`).
@@ -17,14 +12,17 @@ most informative first, so that a budget cut drops the least):
   the fast path (one CUDA graph, bf16, channels_last).
 - ``bench/pruned_vs_uniform``: the pruned student (``prune.round_to=8``) against the uniform-width
   generator of nearest MACs (:func:`~gancompress.benchmark.pruned_vs_uniform`).
+- ``cityscapes/projection``: the Cityscapes paper recipe on synthetic 256x256 pairs in its
+  layout (a few hundred stage-1 and stage-3 iterations), and the wall time of a full run
+  projected from the measured rates.
+- ``parity/cuda_graph``, ``parity/compile``: :class:`~gancompress.fast_infer.FastGenerator`
+  replaying a CUDA graph / running ``torch.compile`` against eager, fp32 and bf16, on an input
+  other than the captured one (max abs difference).
 - ``demo/<family>/fast``: each demo recipe end to end with ``train.amp: auto`` (bf16) and
   ``train.channels_last: true``; ``demo/<family>/fp32`` the same with ``train.amp: off``. Every
   stage must leave its output, the run must report the precision asked for, and the student's
   metric must lie in the range of CPU runs of the same settings (:data:`REFERENCE`). The demo data
   is made in the same command (``gancompress.data.demo``).
-- ``cityscapes/projection``: the Cityscapes paper recipe on synthetic 256x256 pairs in its
-  layout (a few hundred stage-1 and stage-3 iterations), and the wall time of a full run
-  projected from the measured rates.
 - ``torchrun/nccl_probe``: one process under torchrun on NCCL: the collectives
   :mod:`~gancompress.distributed` uses, and SyncBatchNorm's autograd function on the one-process
   group (the module itself falls back to BatchNorm with one process).
@@ -32,15 +30,19 @@ most informative first, so that a budget cut drops the least):
   ``train.sync_bn: true``; ``torchrun/compress_2proc_gloo``: two processes on gloo (``--device
   cpu``), as NCCL would need two GPUs.
 - ``compile/stage3``: stage 3 with ``train.compile: true`` for a few iterations.
+- ``parity/cpu_fallback`` (CPU only): every FastGenerator mode falls back to eager and matches it.
 
 Every row works in subprocesses with their own time limit (a hang, or a CUDA error that poisons a
-process, costs one row), and ``--budget-s`` skips the rows that no longer fit. The targets
-(:data:`TARGETS`) are recorded with whether they are met.
+process, costs one row), and ``--budget-s`` skips the rows that no longer fit. The timings
+(``bench/*``, ``cityscapes/projection``) run first, alone; the other rows then run ``--jobs`` at a
+time (4 on CUDA: the demo nets leave an H100 mostly idle). The targets (:data:`TARGETS`) are
+recorded with whether they are met. Logs of every subprocess are kept under ``WORK/logs``.
 
-The GPU run, one shell command from the repository root (nothing is installed; it prints the
-modules missing, and stops when a required one is):
+The GPU run, one shell command from the repository root (nothing is installed: ``python -m``
+finds the package in the checkout; it first prints the modules missing, and stops when a required
+one is; the logs are packed next to the JSON):
 
-    python -c "import importlib.util as u; req='torch torchvision torch_pruning thop kornia segmentation_models_pytorch yaml tqdm'.split(); opt='skimage torch_fidelity onnx onnxruntime matplotlib'.split(); miss=[m for m in req+opt if u.find_spec(m) is None]; print('missing modules:', ' '.join(miss) or 'none'); raise SystemExit(any(m in req for m in miss))" && python -m gancompress.cli gpu-check --device cuda --out $OUT/gpu_check.json --work /tmp/gc
+    python -c "import importlib.util as u; req='torch torchvision torch_pruning thop kornia segmentation_models_pytorch yaml tqdm'.split(); opt='skimage torch_fidelity onnx onnxruntime matplotlib'.split(); miss=[m for m in req+opt if u.find_spec(m) is None]; print('missing modules:', ' '.join(miss) or 'none'); raise SystemExit(any(m in req for m in miss))" && python -m gancompress.cli gpu-check --device cuda --out $OUT/gpu_check.json --work /tmp/gc; tar czf $OUT/gpu_check_logs.tgz -C /tmp/gc logs results
 
 On the CPU (``--device cpu``) the same command runs the rows that make sense there (the demo rows
 in fp32, the benchmark rows on the small demo recipe with few iterations, the FastGenerator
@@ -157,6 +159,9 @@ PARITY_TOLERANCE = {("cuda_graph", "fp32"): 1e-4, ("cuda_graph", "bf16"): 1e-2,
                     ("compile", "fp32"): 2e-3, ("compile", "bf16"): 0.1}
 #: On the CPU the limits and estimates of the rows (set for an H100) are multiplied by this.
 CPU_SLOWDOWN = 10.0
+#: Seconds the whole check may take on one H100 (the rows that would not fit are skipped); the
+#: command's own start and the table come on top, within the eight minutes of the issue.
+BUDGET_S = 450.0
 
 
 class RowFailure(GanCompressError):
@@ -355,37 +360,26 @@ def make_demo_data(family: str, folder: Path) -> Path:
     return folder
 
 
-def make_plain_aligned_data(folder: Path) -> Path:
-    """A small pix2pix dataset without the demo's segmenter (for the torchrun rows)."""
-    from .data.demo import make_pix2pix_demo
-
-    with _lock(folder):
-        if not (folder / DONE).is_file():
-            shutil.rmtree(folder, ignore_errors=True)
-            make_pix2pix_demo(folder, n_train=16, n_val=4, size=64, seed=0, segmenter_epochs=0)
-            (folder / DONE).write_text("ok\n")
-    return folder
-
-
 def make_cityscapes_like(folder: Path, n_train: int, n_val: int, size: int = 256, seed: int = 0) -> Path:
     """Random aligned pairs in the Cityscapes layout: ``folder/{train,val}/*.jpg``, each a
-    (2 size) x size image (A | B)."""
+    (2 size) x size image (A | B). No photos needed (the torchrun rows use it at 64 too)."""
     import numpy as np
     from PIL import Image
 
     marker = folder / DONE
-    if marker.is_file() and marker.read_text().strip() == f"{n_train} {n_val} {size}":
-        return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    rng = np.random.default_rng(seed)
-    for split, count in (("train", n_train), ("val", n_val)):
-        (folder / split).mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            # Smooth random fields (8x8 upsampled) compress like photos, unlike pixel noise.
-            coarse = rng.integers(0, 256, (8, 16, 3), dtype=np.uint8)
-            image = Image.fromarray(coarse).resize((2 * size, size), Image.Resampling.BICUBIC)
-            image.save(folder / split / f"{i:05d}.jpg", quality=90)
-    marker.write_text(f"{n_train} {n_val} {size}\n")
+    with _lock(folder):
+        if marker.is_file() and marker.read_text().strip() == f"{n_train} {n_val} {size}":
+            return folder
+        shutil.rmtree(folder, ignore_errors=True)
+        rng = np.random.default_rng(seed)
+        for split, count in (("train", n_train), ("val", n_val)):
+            (folder / split).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                # Smooth random fields (8x16 upsampled) compress like photos, unlike pixel noise.
+                coarse = rng.integers(0, 256, (8, 16, 3), dtype=np.uint8)
+                image = Image.fromarray(coarse).resize((2 * size, size), Image.Resampling.BICUBIC)
+                image.save(folder / split / f"{i:05d}.jpg", quality=90)
+        marker.write_text(f"{n_train} {n_val} {size}\n")
     return folder
 
 
@@ -748,7 +742,7 @@ def torchrun_row(nproc: int) -> Row:
     gloo = nproc > 1
 
     def run(check: Check) -> Outcome:
-        data = make_plain_aligned_data(check.work / "data" / "pix2pix_plain")
+        data = make_cityscapes_like(check.work / "data" / "aligned64", 16, 4, size=64)
         recipe = check.recipe("demo/pix2pix.yaml")
         device = "cpu" if gloo else check.device
         run_dir = check.work / "runs" / f"torchrun{nproc}"
@@ -914,7 +908,7 @@ def collect_targets(records: list[dict]) -> dict:
 
 
 def run_check(*, device: str | None = None, out: Path = Path("gpu_check.json"), work: Path | None = None,
-              recipes: Path = DEFAULT_RECIPES, budget_s: float = 450.0, patterns: list[str] | None = None,
+              recipes: Path = DEFAULT_RECIPES, budget_s: float | None = None, patterns: list[str] | None = None,
               quick: bool = False, demo_seed: int = 0, jobs: int | None = None) -> tuple[list[dict], str]:
     """Run the selected rows and write ``out``; returns (records, the table text).
 
@@ -923,7 +917,9 @@ def run_check(*, device: str | None = None, out: Path = Path("gpu_check.json"), 
         out: the JSON file (written after every row).
         work: folder for data, runs and logs (default: a new temporary folder, kept).
         recipes: the folder holding the paper recipes and ``demo/``.
-        budget_s: rows that would not finish within this many seconds from the start are skipped.
+        budget_s: rows that would not finish within this many seconds from the start are skipped
+            (None: :data:`BUDGET_S` on CUDA; on the CPU, where every row's limit and estimate is
+            scaled by :data:`CPU_SLOWDOWN`, that much more).
         patterns: shell patterns of row names (None: every row).
         quick: the CI form, a few iterations per row.
         demo_seed: ``seed`` of the demo rows (the references were made with 0, 1 and 2).
@@ -934,6 +930,8 @@ def run_check(*, device: str | None = None, out: Path = Path("gpu_check.json"), 
     from .runtime import pick_device
 
     dev = pick_device(device).type
+    if budget_s is None:
+        budget_s = BUDGET_S * (CPU_SLOWDOWN if dev == "cpu" else 1.0)
     jobs = jobs if jobs is not None else (4 if dev == "cuda" else 1)
     if jobs < 1:
         raise GanCompressError(f"--jobs {jobs}: expected at least 1")
