@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import itertools
 import json
 import logging
 import math
@@ -66,10 +67,10 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -204,7 +205,7 @@ class Row:
 
     name: str
     what: str
-    run: Callable[["Check"], Outcome]
+    run: Callable[[Check], Outcome]
     timeout_s: float
     estimate_s: float
     cuda_only: str = ""
@@ -417,7 +418,7 @@ def write_random_feature_extractor(path: Path, features: int = 12) -> Path:
 
     widths = (3, 16, 16, features)
     layers: list[nn.Module] = []
-    for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (cin, cout) in enumerate(itertools.pairwise(widths)):
         conv = nn.Conv2d(cin, cout, 3, stride=2, padding=1)
         with torch.no_grad():
             gain = math.sqrt(3 / (cin * 9))
@@ -761,8 +762,8 @@ def torchrun_row(nproc: int) -> Row:
             raise RowFailure(f"stage outputs missing: {', '.join(missing)}")
         note = ("gloo, 2 ranks" if gloo else "1 rank on cuda:0 with sync_bn; with one process no group is made "
                 "(distributed.process_group), so NCCL and SyncBatchNorm are checked by torchrun/nccl_probe")
-        return Outcome(f"every stage finished ({note})", {"ranks": nproc, "device": device,
-                                                           "student_gmacs": report["generators"]["G"]["student"]["macs"]})
+        details = {"ranks": nproc, "device": device, "student_gmacs": report["generators"]["G"]["student"]["macs"]}
+        return Outcome(f"every stage finished ({note})", details)
 
     if gloo:
         return Row("torchrun/compress_2proc_gloo", "torchrun, 2 processes on gloo (--device cpu): compress end to end",
@@ -960,13 +961,13 @@ def run_check(*, device: str | None = None, out: Path = Path("gpu_check.json"), 
 # Workers: the in-process work of a row, run by `gancompress gpu-check --worker NAME` in a fresh
 # process (a CUDA error poisons its process; a hang is killed with its process group).
 
-def _device(name: str):
+def _device(name: str) -> torch.device:
+    """The worker's device, with cudnn autotuning on CUDA as ``compress`` and ``benchmark`` set it."""
     from .runtime import pick_device
-
 
     dev = pick_device(name)
     if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as compress and benchmark do
+        torch.backends.cudnn.benchmark = True
     return dev
 
 
@@ -991,7 +992,6 @@ def _fast_settings(dev) -> dict:
 
 
 def _w_latency(device: str, recipe: str, batches: list[int], iters: int, warmup: int) -> dict:
-
     from .benchmark import generator_latency
     from .families import get_family
     from .recipe import load_recipe
@@ -1020,7 +1020,6 @@ def _w_pruned_vs_uniform(device: str, recipe: str, iters: int, warmup: int) -> d
 
 
 def _w_parity(device: str, recipe: str, mode: str, batch: int) -> dict:
-
     from .families import get_family
     from .fast_infer import FastGenerator
     from .recipe import load_recipe
@@ -1066,7 +1065,6 @@ def _w_parity(device: str, recipe: str, mode: str, batch: int) -> dict:
 
 
 def _w_compile_stage3(device: str, recipe: str, batch: int, iters: int, warmup: int) -> dict:
-
     from .families import get_family
     from .pipeline import make_distill_stage
     from .recipe import load_recipe
@@ -1221,7 +1219,3 @@ def run_worker(name: str, args_json: str, device: str | None, out: Path) -> None
     result = WORKERS[name](device=device or "cuda", **kwargs)
     atomic_write_json(out, result)
 
-
-__all__ = ["REFERENCE", "TARGETS", "Row", "Check", "Outcome", "all_rows", "select_rows", "run_rows", "run_check",
-           "format_table", "last_meaningful_line", "project_full_run", "stage_rate", "write_random_feature_extractor",
-           "run_worker"]

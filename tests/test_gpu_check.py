@@ -75,8 +75,8 @@ def _raises(check):
 
 
 def _fails_in_a_subprocess(check):
-    check.call([sys.executable, "-c", "import sys; print(' 50%|#####| 5/10', file=sys.stderr); "
-                                      "raise ValueError('the bad thing')"], "probe")
+    code = "import sys; print(' 50%|#####| 5/10', file=sys.stderr); raise ValueError('the bad thing')"
+    check.call([sys.executable, "-c", code], "probe")
     return gc.Outcome("unreachable")
 
 
