@@ -58,9 +58,9 @@ def test_stage_rate_leaves_out_the_first_interval_and_the_projection_adds_up(tmp
 
 
 def test_reference_range_is_the_seeds_spread_or_the_floor_around_them():
-    ref = gc.Reference("miou", True, {"G": (40.0, 42.0, 41.0)}, floor=3.0, source="test")
+    ref = gc.Reference("miou", {"G": (40.0, 42.0, 41.0)}, floor=3.0, source="test")
     assert ref.bounds("G") == (37.0, 45.0)
-    wide = gc.Reference("psnr", True, {"G": (20.0, 24.0, 22.0)}, floor=0.5, source="test")
+    wide = gc.Reference("psnr", {"G": (20.0, 24.0, 22.0)}, floor=0.5, source="test")
     assert wide.bounds("G") == (16.0, 28.0)
     for family, r in gc.REFERENCE.items():  # every demo family is covered, each generator by three seeds
         assert family in gc.DEMO_FAMILIES and r.seeds and all(len(v) == 3 for v in r.seeds.values())
