@@ -809,12 +809,17 @@ def environment(device: str) -> dict:
                    memory_gib=round(props.total_memory / 2 ** 30, 1), capability=f"{props.major}.{props.minor}",
                    cudnn=torch.backends.cudnn.version(), bf16=torch.cuda.is_bf16_supported())
         try:
-            env["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+            env["nccl"] = _nccl_version()
         except Exception as exc:  # noqa: BLE001 - a build without NCCL still reports the rest
             env["nccl"] = f"unavailable ({type(exc).__name__})"
     else:
         env["device_name"] = platform.processor() or "cpu"
     return env
+
+
+def _nccl_version() -> str:
+    version = torch.cuda.nccl.version()  # a tuple in recent torch, an int in old ones
+    return ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
 
 
 def run_rows(rows: list[Row], check: Check, budget_s: float, on_row: Callable[[dict], None] | None = None,
@@ -1147,8 +1152,7 @@ def _w_nccl_probe(device: str) -> dict:
     # The same call as distributed.process_group, which skips a group of one process.
     dist.init_process_group("nccl", timeout=distributed.TIMEOUT, device_id=dev)
     problems = []
-    out = {"backend": dist.get_backend(), "world": dist.get_world_size(),
-           "nccl_version": ".".join(map(str, torch.cuda.nccl.version()))}
+    out = {"backend": dist.get_backend(), "world": dist.get_world_size(), "nccl_version": _nccl_version()}
     try:
         t = torch.arange(4.0, device=dev)
         dist.all_reduce(t)
