@@ -175,10 +175,6 @@ class RowFailure(GanCompressError):
         self.details = details or {}
 
 
-class RowSkip(GanCompressError):
-    """A row cannot run here; the message says why."""
-
-
 @dataclass
 class Outcome:
     """What a row that ran reports: a short figure, every number, and the targets it measured."""
@@ -196,7 +192,7 @@ class Row:
         name: stable id, e.g. 'demo/pix2pix/fast' (``--rows`` matches it with shell patterns).
         what: one line saying what it checks.
         run: does the work (in subprocesses) and returns an :class:`Outcome`; raises
-            :class:`RowFailure` / :class:`RowSkip` (anything else is a failure too).
+            :class:`RowFailure` with the reason (any other exception is a failure too).
         timeout_s: the row's own limit on an H100, shared by its subprocesses.
         estimate_s: about how long it takes on an H100; it is skipped when less budget is left.
         cuda_only: why it is skipped on the CPU ('' : it runs there too).
@@ -219,13 +215,14 @@ class Row:
 
 _TRACEBACK_END = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed|Interrupt|Exit)\b:?")
 _PROGRESS = re.compile(r"\d+%\||\d+it \[|it/s\]|s/it\]")
+_RANK_PREFIX = re.compile(r"^\[(rank|default)\d*\]:\s*")  # torchrun's prefix of its workers' lines
 
 
 def last_meaningful_line(text: str, limit: int = 300) -> str:
     """The line of a failed process's stderr that says why: gancompress's own one-line error,
     else the last exception line of a traceback (torchrun's ChildFailedError only when nothing
     else is there), else the last line that is not a progress bar."""
-    lines = [line.strip() for line in re.split(r"[\r\n]+", text) if line.strip()]
+    lines = [_RANK_PREFIX.sub("", line.strip()) for line in re.split(r"[\r\n]+", text) if line.strip()]
     picked = next((line for line in reversed(lines) if line.startswith("gancompress: error")), None)
     if picked is None:
         errors = [line for line in lines if _TRACEBACK_END.match(line)]
@@ -860,8 +857,6 @@ def run_rows(rows: list[Row], check: Check, budget_s: float, on_row: Callable[[d
             try:
                 outcome = row.run(mine)
                 record.update(status="pass", figure=outcome.figure, details=outcome.details, targets=outcome.targets)
-            except RowSkip as exc:
-                record["reason"] = str(exc)
             except Exception as exc:  # noqa: BLE001 - one row's failure must not stop the others
                 record.update(status="fail", reason=_one_line(exc), details=getattr(exc, "details", {}))
             record["seconds"] = round(time.monotonic() - t0, 1)
@@ -885,7 +880,7 @@ def run_rows(rows: list[Row], check: Check, budget_s: float, on_row: Callable[[d
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or "(no message)"
-    if isinstance(exc, (RowFailure, RowSkip)):
+    if isinstance(exc, RowFailure):
         return text
     return f"{type(exc).__name__}: {text}"[:300]
 

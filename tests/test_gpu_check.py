@@ -27,10 +27,13 @@ def test_last_meaningful_line_finds_the_cause():
     traceback = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
                  "torch.OutOfMemoryError: CUDA out of memory. Tried\n  to allocate 2 GiB\r 10%|#  | 1/10\n")
     assert gc.last_meaningful_line(traceback) == "torch.OutOfMemoryError: CUDA out of memory. Tried"
-    torchrun = ("[rank0]: RuntimeError: NCCL error in: ProcessGroupNCCL.cpp:1, unhandled cuda error\n"
-                "RuntimeError: NCCL error in: ProcessGroupNCCL.cpp:1, unhandled cuda error\n"
+    torchrun = ("[rank0]: Traceback (most recent call last):\n"
+                "[rank0]: RuntimeError: NCCL error in: ProcessGroupNCCL.cpp:1, unhandled cuda error\n"
+                "E1128 07:00:00 torch/distributed/elastic/multiprocessing/api.py: failed (exitcode: 1)\n"
                 "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n=====\nFailures:\n  <NO_OTHER>\n")
-    assert gc.last_meaningful_line(torchrun).startswith("RuntimeError: NCCL error")
+    assert gc.last_meaningful_line(torchrun) == "RuntimeError: NCCL error in: ProcessGroupNCCL.cpp:1, unhandled cuda error"
+    assert gc.last_meaningful_line("[rank1]: gancompress: error (rank 1): rank 0 stopped: x\n") \
+        == "gancompress: error (rank 1): rank 0 stopped: x"
     assert gc.last_meaningful_line(" 50%|#####| 5/10 [00:01<00:01, 5.0it/s]\nsomething odd\n 60%|###| 6/10\n") \
         == "something odd"
     assert gc.last_meaningful_line("") == "no output"
