@@ -395,11 +395,11 @@ def _hash_uniform(count: int, salt: int) -> torch.Tensor:
 class MeanFeatures(nn.Module):
     """Images (N, 3, H, W) in [0, 1] -> the spatial mean of ``body``'s output channels, (N, C)."""
 
-    def __init__(self, body):  # no annotation: TorchScript cannot resolve this module's postponed ones
+    def __init__(self, body: nn.Module):
         super().__init__()
         self.body = body
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x * 2 - 1).mean(dim=(2, 3))
 
 
