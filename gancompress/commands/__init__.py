@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "baselines": "baselines",
     "benchmark": "benchmark",
     "bench-cpu": "bench_cpu",
+    "gpu-check": "gpu_check",
     "train-detector": "train_detector",
     "train-segmenter": "train_segmenter",
     "make-demo-data": "demo_data",
