@@ -68,7 +68,9 @@ def stage3_rate(recipe: Recipe, device: torch.device, batch_size: int, iters: in
     student = {n: family.build_generator(n, recipe.model.ngf_student) for n in family.generator_names}
     stage = make_distill_stage(family, recipe, device, student)
     if synthetic:
-        batches = [family.synthetic_batch(batch_size, device) for _ in range(2)]
+        # As the training loop hands them over (channels_last when the recipe asks).
+        batches = [to_device(family.synthetic_batch(batch_size, device), device, recipe.train.channels_last)
+                   for _ in range(2)]
         fetch = lambda i: (batches[0], batches[1])  # noqa: E731
     else:
         data = family.dataset(recipe.data.train_split, train=True)

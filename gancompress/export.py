@@ -27,10 +27,10 @@ def save_generator(path: Path, generator: nn.Module, recipe: Recipe, name: str, 
 
     Loadable with :func:`load_generator` (``weights_only=True``): no code runs on load.
     """
-    generator = generator.cpu()
+    state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}  # the module stays where it is
     return atomic_save({"format": GENERATOR_FORMAT, "family": recipe.family, "generator": name,
                         "ngf": ngf, "recipe": recipe_to_dict(recipe), "arch": architecture_record(generator),
-                        "state_dict": generator.state_dict()}, path)
+                        "state_dict": state}, path)
 
 
 def load_generator(path: str | Path, map_location="cpu") -> tuple[nn.Module, dict]:

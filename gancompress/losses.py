@@ -60,8 +60,11 @@ def gram(f: torch.Tensor) -> torch.Tensor:
         (N, C, C).
     """
     n, c, h, w = f.shape
-    flat = f.float().reshape(n, c, h * w)
-    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+    # In fp32 even under autocast: in bf16 the rounding of the product is as large as the
+    # student-teacher difference the texture term measures (and gamma_t is 1e4).
+    with torch.autocast(device_type=f.device.type, enabled=False):
+        flat = f.float().reshape(n, c, h * w)
+        return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
 
 
 def content_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:

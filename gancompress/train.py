@@ -47,17 +47,20 @@ def to_device(batch: dict, device: torch.device, channels_last: bool = False) ->
     return out
 
 
-def rng_state() -> dict:
+def rng_state(device: torch.device) -> dict:
+    """The random generators' states: the CPU's, and the training GPU's (a CPU run never touches CUDA)."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device.type == "cuda":
+        cuda = state["cuda"]
+        # checkpoints of earlier versions hold every GPU's state: take this device's
+        torch.cuda.set_rng_state(cuda[device.index or 0] if isinstance(cuda, list) else cuda, device)
 
 
 class LossMeter:
@@ -266,7 +269,7 @@ def train_stage(stage, family: Family, recipe: Recipe, run: RunDir | str | Path,
     if ckpt is not None:
         stage.load_state_dict(ckpt["state"])
         set_rng_state({k: (v.cpu() if isinstance(v, torch.Tensor) else [t.cpu() for t in v])
-                       for k, v in ckpt["rng"].items()})
+                       for k, v in ckpt["rng"].items()}, device)
         epoch, it, step = ckpt["epoch"], ckpt["iter"], ckpt["step"]
         log.info("resumed stage '%s' at epoch %d, iteration %d (step %d)", stage.name, epoch, it, step)
     # Every rank built its models from the same seed; taking rank 0's state makes sure they start
@@ -281,7 +284,7 @@ def train_stage(stage, family: Family, recipe: Recipe, run: RunDir | str | Path,
         # A diverged state is never written: resume then starts from the last finite checkpoint.
         check_finite(state, f"stage '{stage.name}' at iteration {s}")
         atomic_save({"format": CHECKPOINT_FORMAT, "stage": stage.name, "epoch": e, "iter": i, "step": s,
-                     "state": state, "rng": rng_state()}, run.checkpoint(stage.name, s))
+                     "state": state, "rng": rng_state(device)}, run.checkpoint(stage.name, s))
         rotate(ckpt_dir, stage.name, cfg.keep_checkpoints)
 
     def save_checkpoint(e: int, i: int, s: int) -> None:

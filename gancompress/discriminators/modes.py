@@ -23,7 +23,7 @@ from .. import coordination, distributed, losses
 from ..config import DiscriminatorConfig
 from ..errors import RecipeError
 from ..layers import running_stats_kept
-from ..optim import frozen, set_lr, step_factor
+from ..optim import frozen, make_adam, set_lr, step_factor
 from .dmd import DMDDiscriminator, DMDSchedule, find_dmd
 from .glead import GLeaDTask, generator_tail
 from .selective import SelectiveDiscriminator
@@ -122,7 +122,7 @@ class Selective(Mode):
     def attach(self, stage) -> None:
         self.discs = {n: d for n, d in stage.s_discs.items() if isinstance(d, SelectiveDiscriminator)}
         self.alphas = [a for d in self.discs.values() for a in d.alpha_parameters()]
-        self.opt = torch.optim.Adam(self.alphas, lr=self.cfg.alpha_lr, betas=tuple(self.cfg.alpha_betas))
+        self.opt = make_adam(self.alphas, self.cfg.alpha_lr, tuple(self.cfg.alpha_betas), stage.device)
         self.targets = {n: coordination.EmaTarget() for n in self.discs}
         local = self.cfg.local_weight
         self.local_weight = stage.family.d_loss_weight if local is None else local
@@ -168,7 +168,11 @@ class Selective(Mode):
                                 s_gap, target, losses.d_real(kind, real_logits), losses.d_fake(kind, fake_logits),
                                 self.local_weight, self.cfg.global_coordination)
                             logs[f"gap_S_{n}"], logs[f"L_target_{n}"] = s_gap.detach(), target
-                    grads = torch.autograd.grad(total, self.alphas)
+                    # Under fp16 the objective is scaled like every other loss, or alpha's small
+                    # gradients underflow; a step whose gradients overflowed moves nothing.
+                    scale = stage.precision.scaler.get_scale() if stage.precision.scaler is not None else 1.0
+                    grads = [torch.nan_to_num(g / scale, nan=0.0, posinf=0.0, neginf=0.0)
+                             for g in torch.autograd.grad(total * scale, self.alphas)]
                 finally:
                     for a in self.alphas:
                         a.requires_grad_(False)

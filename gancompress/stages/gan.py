@@ -87,7 +87,7 @@ class GANUpdate:
             self.precision.unscale(self.opt_g)
             add_l1_subgradient(*self.sparsity)
         self.precision.step(self.opt_g)
-        self.precision.update()
+        # The loss scale is updated once per iteration by the stage (stage 3 steps more optimisers).
         return fakes, {"D": d_total.detach(), "G_adv": adv.detach(), "G_task": task.detach()}
 
 
@@ -192,6 +192,7 @@ class _PlainGAN:
     def step(self, batch: dict, batch2: dict | None = None) -> dict:
         inputs = self.family.generator_inputs(batch)
         _, logs = self.update.step(batch, inputs)
+        self.precision.update()
         return logs
 
     def visuals(self, batch: dict) -> list[torch.Tensor]:
