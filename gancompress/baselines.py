@@ -82,6 +82,7 @@ from .metrics.registry import evaluate_generators
 from .recipe import load_recipe
 from .rundir import RunDir
 from .runlock import RunLock
+from .runrecord import prepare_run_dir, recipe_changes
 from .runtime import pick_device, seed_everything
 from .seeds import RULE, Spread, compare, headline_keys, seed_schedule, spread_or_none, within_std
 from .stages import build_pair
@@ -174,7 +175,7 @@ def _row_folder(run: SeedRun, out: RunDir):
     lock = RunLock(out.root)
     lock.acquire()
     try:
-        pipeline.prepare_run_dir(run.recipe, out, resume=out.recipe.exists())
+        prepare_run_dir(run.recipe, out, resume=out.recipe.exists())
         yield
     finally:
         lock.release()
@@ -600,7 +601,7 @@ def _check_folder(folder: Path, base: Recipe, resume: bool) -> None:
                           "start elsewhere")
     if stored.exists():
         old = yaml.safe_load(stored.read_text())  # our own file, written by dump_recipe
-        changes = pipeline.recipe_changes(old, recipe_to_dict(base))
+        changes = recipe_changes(old, recipe_to_dict(base))
         if changes:
             k, (a, b) = next(iter(changes.items()))
             raise RecipeError(f"--resume: {k} changed ({a!r} -> {b!r}) since {folder} was started; resume with the "

@@ -12,35 +12,31 @@ so every rank takes the same path. The other ranks stop after stage 3.
 """
 from __future__ import annotations
 
-import datetime
-import json
 import logging
-import os
-import sys
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 from . import distributed
 from .checkpoint import atomic_save, safe_load
-from .config import Recipe, dump_recipe, recipe_to_dict
+from .config import Recipe, dump_recipe
 from .detector import load_classifiers
 from .discriminators.modes import make_mode
-from .errors import GanCompressError, WriteError
 from .export import export_torchscript, load_generator, save_generator
 from .evaluate import evaluate_run
 from .families import get_family
 from .families.base import Family
-from .fileio import atomic_write_json, atomic_write_text, describe_oserror, remove_stale_tmp
+from .fileio import atomic_write_json
 from .finite import check_finite, reset_running_stats
 from .metrics.macs import count_macs
 from .onnx_export import export_onnx, onnx_available, onnx_parity
 from .preflight import preflight
 from .prune import architecture_record, layer_widths, prune_to_budget, rebuild
+from .routes import ROUTES, load_pretrained, route_lines, stage3_teacher
 from .rundir import RunDir
 from .runlock import RunLock
+from .runrecord import prepare_run_dir, stage_done
 from .runtime import pick_device, seed_everything
 from .stages import DistillStage, PretrainStage, SparseStage, build_generators, build_pair
 from .train import train_stage
@@ -50,66 +46,10 @@ log = logging.getLogger(__name__)
 STAGES = ("sparse", "prune", "distill", "report")
 
 
-def stage_done(path: Path) -> bool:
-    """Whether ``path`` (a stage's output) exists, as rank 0 sees it: every rank decides alike."""
-    return distributed.broadcast_object(path.exists())
-
-
 def teacher_macs(family: Family, name: str):
     """MACs of the distillation teacher (width ``ngf_teacher``) at the recipe's input shape."""
     g = family.build_generator(name, family.cfg.ngf_teacher)
     return count_macs(g, family.example_input(name, 1))
-
-
-ROUTES = {
-    "scratch": "stage 1 trains the sparse model from scratch, stage 2 prunes it, stage 3 distils",
-    "pretrained-finetune": "stage 1 fine-tunes the pretrained generators with the L1 penalty for sparse.epochs, "
-                           "stage 2 prunes them, stage 3 distils from the pretrained teacher",
-    "pretrained-prune": "no stage 1: stage 2 prunes the pretrained generators by their own statistics, "
-                        "stage 3 distils from the pretrained teacher",
-}
-
-
-def load_pretrained(family: Family, recipe: Recipe) -> dict | None:
-    """The user's pretrained weights in our keys, or None without ``pretrained.generators``.
-
-    Returns:
-        {"gens": a ModuleDict state dict of all generators ('<name>.<key>'), "discs": name -> state
-        dict of the discriminators given, "files": [{"role", "name", "file", "sha256", "layout"}]}.
-    """
-    from .pretrained import load_pretrained_discriminator, load_pretrained_generator
-
-    p = recipe.pretrained
-    if not p.generators:
-        return None
-    gens, discs, files = {}, {}, []
-    for n, path in p.generators.items():
-        state, info = load_pretrained_generator(path, family, n, recipe.model.ngf_teacher)
-        gens.update({f"{n}.{k}": v for k, v in state.items()})
-        files.append({"role": "generator", "name": n, "file": str(path), "sha256": info.sha256, "layout": info.layout})
-    for n, path in (p.discriminators or {}).items():
-        discs[n], info = load_pretrained_discriminator(path, family, n)
-        files.append({"role": "discriminator", "name": n, "file": str(path), "sha256": info.sha256,
-                      "layout": info.layout})
-    return {"gens": gens, "discs": discs, "files": files}
-
-
-def route_lines(family: Family, recipe: Recipe) -> list[str]:
-    """What the recipe's route runs and skips, for ``--dry-run`` and the log."""
-    lines = [f"route: {recipe.route}: {ROUTES[recipe.route]}"]
-    teacher = {"scratch": "trained online from scratch alongside the student (GCC)",
-               "continue": "trained on during stage 3", "frozen": "frozen during stage 3 (the cheapest)"}
-    lines.append(f"teacher: {teacher[recipe.distill.teacher]}")
-    if recipe.pretrained.generators:
-        from .pretrained import check_pretrained
-        lines += check_pretrained(family, recipe.pretrained.generators, recipe.pretrained.discriminators,
-                                  ngf=recipe.model.ngf_teacher)
-        missing = [n for n in family.generator_names if n not in (recipe.pretrained.discriminators or {})]
-        if missing:
-            lines.append(f"teacher discriminator {', '.join(missing)}: no pretrained.discriminators file, so "
-                         + ("trained from scratch in stage 3" if recipe.route == "pretrained-prune"
-                            else "the one stage 1 trains against the fine-tuned generator is used"))
-    return lines
 
 
 def describe(recipe: Recipe) -> str:
@@ -128,87 +68,6 @@ def describe(recipe: Recipe) -> str:
         lines.append(f"budget {name}: {budget / 1e9:.4g} GMACs ({budget / m.complete:.1%} of the teacher, "
                      f"tolerance {recipe.prune.tolerance:.0%})")
     return "\n".join(lines)
-
-
-#: Settings that shape the weights a run holds: a resume may not change them once any stage has
-#: left a checkpoint or an output (the files would no longer match the recipe).
-STRUCTURAL = ("family", "model.", "sparse.method", "prune.", "discriminator.mode", "discriminator.dmd.placement",
-              "discriminator.dmd.heads", "discriminator.glead.width", "distill.teacher", "distill.d_layers",
-              "distill.student_pretrain_epochs", "pretrained.")
-
-
-def recipe_changes(old: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
-    """Key path -> (old value, new value) of every setting that differs between two recipe dicts."""
-    out = {}
-    for key in sorted(set(old) | set(new), key=str):
-        a, b = old.get(key), new.get(key)
-        path = f"{prefix}{key}"
-        if isinstance(a, dict) and isinstance(b, dict):
-            out.update(recipe_changes(a, b, f"{path}."))
-        elif a != b:
-            out[path] = (a, b)
-    return out
-
-
-def prepare_run_dir(recipe: Recipe, run: RunDir, resume: bool) -> None:
-    """Create the run folder and write the resolved recipe; refuse to overwrite a run.
-
-    A resume with changed settings is recorded, never silent: the changes go to ``history.jsonl``
-    and the previous recipe is kept as ``history/recipe-<n>.yaml``; a change to a setting that
-    shaped the weights already written (:data:`STRUCTURAL`) is refused. Under a process group rank
-    0 writes; every rank raises the same errors.
-    """
-    if stage_done(run.recipe) and not resume:
-        raise GanCompressError(f"{run}: already holds a run; pass --resume to continue it, or --run-dir "
-                               "to start a new one elsewhere")
-    distributed.on_main(_write_run_dir, recipe, run, resume)
-
-
-def _write_run_dir(recipe: Recipe, run: RunDir, resume: bool) -> None:
-    try:
-        run.root.mkdir(parents=True, exist_ok=True)
-        probe = run.root / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise GanCompressError(f"{run}: cannot write the run folder ({exc.strerror}); choose a writable "
-                               "--run-dir") from None
-    stale = remove_stale_tmp(run.root)
-    if stale:
-        log.info("removed %d temporary file(s) an interrupted run left in %s", stale, run)
-    changes = {}
-    if run.recipe.exists():
-        previous = yaml.safe_load(run.recipe.read_text())  # our own file, written by dump_recipe
-        changes = recipe_changes(previous, recipe_to_dict(recipe))
-        fixed = [k for k in changes if k.startswith(STRUCTURAL)]
-        if fixed and _has_outputs(run):
-            k = fixed[0]
-            raise GanCompressError(f"--resume: {k} changed ({changes[k][0]!r} -> {changes[k][1]!r}) but the weights "
-                                   f"in {run} were made with the old value; resume with the run's own recipe "
-                                   f"({run.recipe}) or start a new run with --run-dir")
-        if changes:
-            log.warning("resuming %s with changed settings (recorded in %s): %s", run, run.history,
-                        ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
-            atomic_write_text(run.archived_recipe(len(run.archived_recipes()) + 1), run.recipe.read_text())
-    record = {"time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "pid": os.getpid(),
-              "argv": sys.argv, "resume": resume, "changed": {k: list(v) for k, v in changes.items()}}
-    _append_line(run.history, json.dumps(record, default=str))
-    atomic_write_text(run.recipe, dump_recipe(recipe))
-
-
-def _has_outputs(run: RunDir) -> bool:
-    """Whether any stage left a checkpoint or an output in the run folder."""
-    return any(run.checkpoints.glob("*.pt")) or any(p.exists() for p in (run.sparse, run.pruned)) \
-        or any((run.root / role).glob("*.pt") for role in ("student", "teacher"))
-
-
-def _append_line(path: Path, line: str) -> None:
-    try:
-        with open(path, "a") as f:
-            f.write(line + "\n")
-    except OSError as exc:
-        raise WriteError(f"{path}: could not be written ({describe_oserror(exc)}); make the run folder writable") \
-            from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -379,34 +238,6 @@ def pretrain_student(family: Family, recipe: Recipe, run: RunDir, device: torch.
     check_finite(state, f"stage 'pretrain_P' output {out}")
     distributed.on_main(atomic_save, state, out)
     gens.cpu()
-
-
-def stage3_teacher(family: Family, recipe: Recipe, device: torch.device,
-                   sparse_state: dict) -> tuple[tuple[nn.ModuleDict, nn.ModuleDict] | None, bool]:
-    """The teacher stage 3 continues from, and whether its discriminator still needs training.
-
-    ``distill.teacher: scratch`` builds a fresh teacher in the stage (None here). Otherwise the
-    teacher is the user's pretrained generators (their original weights, not the fine-tuned
-    sparse model), or the stage-1 model; its discriminator comes from ``pretrained.discriminators``,
-    else from stage 1 when stage 1 trained one against it, else it starts untrained (logged) and
-    is trained in stage 3 even when the teacher generator is frozen.
-    """
-    if recipe.distill.teacher == "scratch":
-        return None, False
-    gens, discs = build_pair(family, recipe.model.ngf_student, recipe.train, device)
-    pre = load_pretrained(family, recipe)
-    gens.load_state_dict(pre["gens"] if pre is not None else sparse_state["gens"])
-    discs.load_state_dict(sparse_state["discs"])
-    fresh = False
-    if pre is not None:
-        for n in family.generator_names:
-            if n in pre["discs"]:
-                discs[n].load_state_dict(pre["discs"][n])
-            elif recipe.route == "pretrained-prune":
-                fresh = True
-                log.info("teacher discriminator %s: no pretrained.discriminators file, so it is trained from scratch "
-                         "in stage 3", n)
-    return (gens, discs), fresh
 
 
 def make_distill_stage(family: Family, recipe: Recipe, device: torch.device, student: dict[str, nn.Module],
