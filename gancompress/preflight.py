@@ -77,7 +77,7 @@ def check_route(family: Family, recipe: Recipe) -> None:
         raise RecipeError(f"model.ngf_student: with pretrained.generators the sparse model is the pretrained "
                           f"generator, so it must be as wide (model.ngf_teacher {recipe.model.ngf_teacher}); set "
                           f"model.ngf_student: {recipe.model.ngf_teacher}")
-    from .pretrained import check_pretrained
+    from .pretrained.loading import check_pretrained
     check_pretrained(family, p.generators, p.discriminators, ngf=recipe.model.ngf_teacher)
 
 
