@@ -7,8 +7,8 @@ data order (both follow the seed) and stage 3's number of iterations and learnin
 - ``small-scratch``: the family's generator at the uniform width ``ngf`` whose complete MACs are
   nearest the budget (:func:`~gancompress.benchmark.nearest_uniform_width`), initialised as GCC
   re-initialises its student (``family.reinit_generator``), trained from scratch with the family's
-  GAN loss and task loss against a fresh plain discriminator of the family (:class:`~gancompress.stages.gan.GANStage`).
-  No teacher.
+  GAN loss and task loss against a fresh plain discriminator of the family
+  (:class:`~gancompress.stages.gan.GANStage`). No teacher.
 - ``small-distill``: the same uniform net, from the same initial weights, as the student of GCC's
   stage 3 (:func:`~gancompress.pipeline.make_distill_stage`: the recipe's student discriminator,
   distillation terms and online teacher); no pruning.
