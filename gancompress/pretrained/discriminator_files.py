@@ -16,6 +16,7 @@ from .files import (file_sha256, first_misfit, need_key, norm_kind_at, patch_nor
                     state_dict_of)
 from .layouts import LAYOUT_WORDS, d_key_table
 
+
 @dataclass(frozen=True)
 class DiscriminatorFileInfo:
     """What a PatchGAN discriminator file is (see :func:`inspect_discriminator_file`).
