@@ -110,7 +110,7 @@ def check_files(recipe: Recipe) -> None:
     """Evaluator files the recipe names must exist now, not when the run is evaluated: the message
     says which file, where it usually comes from, and which key to set."""
     from .metrics.drn import DRN_D_105_FILENAME, DRN_D_105_URL
-    from .metrics.fid import INCEPTION_FILENAME, INCEPTION_URL, check_fid_extractor
+    from .metrics.extractors import INCEPTION_FILENAME, INCEPTION_URL, check_fid_extractor
     from .vgg import WEIGHTS_FILE, WEIGHTS_URL
 
     sources = {

@@ -22,13 +22,8 @@ import torch.nn.functional as F
 
 from ..errors import DataError, GanCompressError
 from ..fileio import atomic_write
-from .miou import (
-    SEGMENTER_FORMAT,
-    Palette,
-    build_segmenter_net,
-    cityscapes_palette,
-    colour_to_ids,
-)
+from .palette import Palette, cityscapes_palette, colour_to_ids
+from .segmenter import SEGMENTER_FORMAT, build_segmenter_net
 
 log = logging.getLogger(__name__)
 
