@@ -1,6 +1,6 @@
 """gpu-check's rows for the paths that must work rather than be fast: FastGenerator's CUDA graph,
-``torch.compile`` and CPU fallback against eager, ``train.compile`` in stage 3, and torchrun on
-NCCL (one process) and gloo (two).
+``torch.compile`` and CPU fallback against eager, ``train.compile`` in stage 3, and torchrun (the
+NCCL probe, compress in one CUDA process, compress in two processes on gloo).
 """
 from __future__ import annotations
 
