@@ -12,3 +12,4 @@ Modules: :mod:`.files` reads a weights file and checks its keys and shapes again
 :mod:`.generator_files` and :mod:`.discriminator_files` recognise a file and infer the settings it
 implies; :mod:`.loading` loads a file into a family's net and checks every file a recipe names.
 """
+from __future__ import annotations
