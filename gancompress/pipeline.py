@@ -284,7 +284,8 @@ def build_report(family: Family, recipe: Recipe, run: RunDir, pruned: dict, expo
     pre = recipe.pretrained
     route = {"name": recipe.route, "description": ROUTES[recipe.route], "teacher": recipe.distill.teacher}
     if pre.generators:
-        from .pretrained import inspect_discriminator_file, inspect_generator_file
+        from .pretrained.discriminator_files import inspect_discriminator_file
+        from .pretrained.generator_files import inspect_generator_file
         route["pretrained"] = (
             [{"role": "generator", "name": n, "file": str(f), "sha256": inspect_generator_file(f).sha256}
              for n, f in pre.generators.items()]

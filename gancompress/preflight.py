@@ -77,7 +77,7 @@ def check_route(family: Family, recipe: Recipe) -> None:
         raise RecipeError(f"model.ngf_student: with pretrained.generators the sparse model is the pretrained "
                           f"generator, so it must be as wide (model.ngf_teacher {recipe.model.ngf_teacher}); set "
                           f"model.ngf_student: {recipe.model.ngf_teacher}")
-    from .pretrained import check_pretrained
+    from .pretrained.loading import check_pretrained
     check_pretrained(family, p.generators, p.discriminators, ngf=recipe.model.ngf_teacher)
 
 
@@ -110,7 +110,7 @@ def check_files(recipe: Recipe) -> None:
     """Evaluator files the recipe names must exist now, not when the run is evaluated: the message
     says which file, where it usually comes from, and which key to set."""
     from .metrics.drn import DRN_D_105_FILENAME, DRN_D_105_URL
-    from .metrics.fid import INCEPTION_FILENAME, INCEPTION_URL, check_fid_extractor
+    from .metrics.extractors import INCEPTION_FILENAME, INCEPTION_URL, check_fid_extractor
     from .vgg import WEIGHTS_FILE, WEIGHTS_URL
 
     sources = {

@@ -36,7 +36,7 @@ def load_pretrained(family: Family, recipe: Recipe) -> dict | None:
         {"gens": a ModuleDict state dict of all generators ('<name>.<key>'), "discs": name -> state
         dict of the discriminators given, "files": [{"role", "name", "file", "sha256", "layout"}]}.
     """
-    from .pretrained import load_pretrained_discriminator, load_pretrained_generator
+    from .pretrained.loading import load_pretrained_discriminator, load_pretrained_generator
 
     p = recipe.pretrained
     if not p.generators:
@@ -60,7 +60,7 @@ def route_lines(family: Family, recipe: Recipe) -> list[str]:
                "continue": "trained on during stage 3", "frozen": "frozen during stage 3 (the cheapest)"}
     lines.append(f"teacher: {teacher[recipe.distill.teacher]}")
     if recipe.pretrained.generators:
-        from .pretrained import check_pretrained
+        from .pretrained.loading import check_pretrained
         lines += check_pretrained(family, recipe.pretrained.generators, recipe.pretrained.discriminators,
                                   ngf=recipe.model.ngf_teacher)
         missing = [n for n in family.generator_names if n not in (recipe.pretrained.discriminators or {})]

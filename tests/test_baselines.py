@@ -6,10 +6,12 @@ import pytest
 import torch
 import yaml
 
-import gancompress.baselines as baselines
+import gancompress.baselines.rows as baselines
 import gancompress.evaluate as evaluate
 import gancompress.pipeline as pipeline
-from gancompress.baselines import TEACHER_ROW, markdown_table, resolve_rows, run_baselines, summarise
+from gancompress.baselines import run_baselines
+from gancompress.baselines.report import markdown_table, summarise
+from gancompress.baselines.rows import TEACHER_ROW, resolve_rows
 from gancompress.benchmark import nearest_uniform_width
 from gancompress.cli import main
 from gancompress.errors import RecipeError

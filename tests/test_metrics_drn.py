@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from gancompress.errors import CheckpointError, MissingFileError
 from gancompress.metrics.drn import DRN_D_105_URL, DRNSeg
-from gancompress.metrics.miou import evaluate_miou, load_segmenter
+from gancompress.metrics.miou import evaluate_miou
+from gancompress.metrics.segmenter import load_segmenter
 
 # (kind, layers, width, stride, dilation) of base.0 .. base.8
 SPEC = [("stem", 1, 16, 1, 1), ("plain", 1, 16, 1, 1), ("plain", 1, 32, 2, 1),

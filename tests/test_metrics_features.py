@@ -22,16 +22,15 @@ from gancompress.metrics.features import (
     save_feature_net,
     train_feature_net,
 )
-from gancompress.metrics.fid import (
-    FEATURE_CACHE_FORMAT,
+from gancompress.metrics.extractors import (
     FeatureNetExtractor,
     TorchScriptExtractor,
     check_fid_extractor,
     extractor_from_eval,
-    fid_from_features,
-    kid_from_features,
     load_fid_extractor,
 )
+from gancompress.metrics.feature_cache import FEATURE_CACHE_FORMAT
+from gancompress.metrics.fid import fid_from_features, kid_from_features
 from gancompress.metrics.registry import evaluate_generators, protocol_markdown
 
 

@@ -8,17 +8,10 @@ import pytest
 import torch
 
 from gancompress.errors import CheckpointError, MissingFileError
-from gancompress.metrics import fid as fid_module
-from gancompress.metrics.fid import (
-    INCEPTION_FILENAME,
-    InceptionExtractor,
-    TorchScriptExtractor,
-    cached_real_features,
-    compute_features,
-    fid_from_features,
-    file_list_digest,
-    kid_from_features,
-)
+from gancompress.metrics import extractors as fid_module
+from gancompress.metrics.extractors import INCEPTION_FILENAME, InceptionExtractor, TorchScriptExtractor
+from gancompress.metrics.feature_cache import cached_real_features, compute_features, file_list_digest
+from gancompress.metrics.fid import fid_from_features, kid_from_features
 
 
 def test_fid_zero_on_itself_and_grows_with_mean_shift():

@@ -7,14 +7,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from gancompress.errors import CheckpointError, DataError, MissingFileError
-from gancompress.metrics.miou import (
-    cityscapes_palette,
-    colour_to_ids,
-    confusion_matrix,
-    evaluate_miou,
-    load_segmenter,
-    miou_from_confusion,
-)
+from gancompress.metrics.miou import confusion_matrix, evaluate_miou, miou_from_confusion
+from gancompress.metrics.palette import cityscapes_palette, colour_to_ids
+from gancompress.metrics.segmenter import load_segmenter
 
 
 def test_perfect_prediction_is_100():

@@ -15,9 +15,13 @@ from gancompress.data.demo import DEMO_PALETTE
 from gancompress.errors import CheckpointError, RecipeError
 from gancompress.families import get_family
 from gancompress.metrics.evaldata import Baseline, EvalBatch, EvalData, Reference
-from gancompress.metrics.fid import TorchScriptExtractor, compute_features, fid_from_features
+from gancompress.metrics.extractors import TorchScriptExtractor
+from gancompress.metrics.feature_cache import compute_features
+from gancompress.metrics.fid import fid_from_features
 from gancompress.metrics.image import psnr_ssim_y, to_unit
-from gancompress.metrics.miou import Palette, Segmenter, evaluate_miou
+from gancompress.metrics.miou import evaluate_miou
+from gancompress.metrics.palette import Palette
+from gancompress.metrics.segmenter import Segmenter
 from gancompress.metrics.registry import METRICS, MetricContext, evaluate_generators, protocol_markdown
 
 

@@ -19,9 +19,11 @@ from gancompress.errors import CheckpointError
 from gancompress.families import get_family
 from gancompress.errors import RecipeError
 from reference_cyclegan import RefNLayerD, RefResnet, RefUnet, randomise
-from gancompress.pretrained import (GENERATOR_FORMAT, build_pretrained_generator, check_pretrained, implied_settings,
-                                    inspect_discriminator_file, inspect_generator_file,
-                                    load_pretrained_discriminator, load_pretrained_generator, recipe_mismatches)
+from gancompress.pretrained.discriminator_files import inspect_discriminator_file
+from gancompress.pretrained.generator_files import (GENERATOR_FORMAT, implied_settings, inspect_generator_file,
+                                                    recipe_mismatches)
+from gancompress.pretrained.loading import (build_pretrained_generator, check_pretrained,
+                                            load_pretrained_discriminator, load_pretrained_generator)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import torch
 from gancompress.export import load_generator
 from gancompress.families import get_family
 from gancompress.pipeline import compress, describe
-from gancompress.pretrained import load_pretrained_generator
+from gancompress.pretrained.loading import load_pretrained_generator
 from gancompress.recipe import recipe_from_dict
 from reference_cyclegan import RefNLayerD, RefResnet, RefUnet, randomise
 

@@ -1,6 +1,6 @@
 """Compare the compressed student with the small nets one would train instead, over seeds.
 
-Rows (gancompress/baselines.py): small-scratch (the uniform-width net nearest the MACs budget,
+Rows (gancompress/baselines/rows.py): small-scratch (the uniform-width net nearest the MACs budget,
 trained from scratch), small-distill (the same net as GCC's stage-3 student), pruned-finetune (the
 pruned architecture trained without distillation), gcc (the whole pipeline); plus the teacher and
 the family's evaluation baselines (SRGAN: bicubic). Each runs for seeds recipe.seed, +1, ... with

@@ -1,4 +1,4 @@
-"""Run every CUDA path in one prepared check and print one table (see gancompress/gpu_check.py).
+"""Run every CUDA path in one prepared check and print one table (see gancompress/gpu_check/).
 
 Rows: FastGenerator parity (CUDA graph, compile), stage-3 speed at batch 1 and 16 (fp32 eager vs
 bf16 + channels_last), generator latency at batch 1/16/64, pruned vs uniform-width students, every

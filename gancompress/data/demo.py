@@ -96,7 +96,7 @@ def make_pix2pix_demo(out: str | Path, n_train: int = 64, n_val: int = 16, size:
                 k += 1
     log.info("wrote the pix2pix demo data to %s (%d train, %d val)", out, n_train, n_val)
     if segmenter_epochs:
-        from ..metrics.miou import Palette
+        from ..metrics.palette import Palette
         from ..metrics.segmenter_train import train_segmenter
 
         palette = Palette("demo", torch.tensor(DEMO_PALETTE, dtype=torch.long),

@@ -19,7 +19,7 @@ code)::
      "meta": {"classes": [...], "trained_on": str, "held_out_accuracy": float | None, ...}}
 
 The format name differs from ``gancompress-features``, the real-feature cache files of
-:mod:`gancompress.metrics.fid`, so neither file is ever taken for the other.
+:mod:`gancompress.metrics.feature_cache`, so neither file is ever taken for the other.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ class MetricContext:
     def segmenter(self):
         """The segmenter of ``eval.segmenter`` (loaded once), or None when it is not set."""
         if "segmenter" not in self._loaded:
-            from .miou import load_segmenter
+            from .segmenter import load_segmenter
             from .weights import trust_torchscript
 
             path = self.eval_cfg.segmenter
@@ -86,7 +86,7 @@ class MetricContext:
     def extractor(self):
         """The FID feature extractor of the recipe (loaded once), or None when none is set."""
         if "extractor" not in self._loaded:
-            from .fid import extractor_from_eval
+            from .extractors import extractor_from_eval
 
             self._extractor = extractor_from_eval(self.eval_cfg, self.device)
             self._loaded.add("extractor")
@@ -96,9 +96,9 @@ class MetricContext:
         """(N, D) features of a fixed image set and where they came from ("cache <file>" or "computed").
 
         With a cache folder they are computed once per set content and extractor and reused by
-        later evaluations (:func:`~gancompress.metrics.fid.cached_real_features`).
+        later evaluations (:func:`~gancompress.metrics.feature_cache.cached_real_features`).
         """
-        from .fid import cached_real_features, compute_features, file_list_digest
+        from .feature_cache import cached_real_features, compute_features, file_list_digest
 
         extractor = self.extractor()
         key = f"{images.name}-{file_list_digest(images.files, images.transform)[:24]}"

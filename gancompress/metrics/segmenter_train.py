@@ -2,11 +2,11 @@
 
 Data is a folder in the pix2pix *aligned* layout: each image is ``A|B`` side by side, the left
 half the label map and the right half the photo. The label half is either a colour label map
-(converted to ids with a :class:`~gancompress.metrics.miou.Palette`) or, with
+(converted to ids with a :class:`~gancompress.metrics.palette.Palette`) or, with
 ``labels_from="trainid"``, an image whose R channel holds the class id.
 
 The result is a self-describing checkpoint (format ``gancompress-segmenter``) that
-:func:`gancompress.metrics.miou.load_segmenter` rebuilds without running pickled code.
+:func:`gancompress.metrics.segmenter.load_segmenter` rebuilds without running pickled code.
 """
 
 from __future__ import annotations
@@ -22,13 +22,8 @@ import torch.nn.functional as F
 
 from ..errors import DataError, GanCompressError
 from ..fileio import atomic_write
-from .miou import (
-    SEGMENTER_FORMAT,
-    Palette,
-    build_segmenter_net,
-    cityscapes_palette,
-    colour_to_ids,
-)
+from .palette import Palette, cityscapes_palette, colour_to_ids
+from .segmenter import SEGMENTER_FORMAT, build_segmenter_net
 
 log = logging.getLogger(__name__)
 
