@@ -231,9 +231,12 @@ def pretrain_student(family: Family, recipe: Recipe, run: RunDir, device: torch.
         log.info("stage 'pretrain_P' already done (%s)", out)
         gens.load_state_dict(safe_load(out))
         return
-    seed_everything(recipe.seed + 3)
-    stage = PretrainStage(family, recipe.train, device, gens.to(device), epochs, "pretrain_P")
-    train_stage(stage, family, recipe, run, device, resume=resume)
+    # In a forked random state: stage 3's teacher is drawn next, from the same state whether or not
+    # the student was pre-trained (the baselines' small-distill row relies on it).
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        seed_everything(recipe.seed + 3)
+        stage = PretrainStage(family, recipe.train, device, gens.to(device), epochs, "pretrain_P")
+        train_stage(stage, family, recipe, run, device, resume=resume)
     state = stage.gens.state_dict()
     check_finite(state, f"stage 'pretrain_P' output {out}")
     distributed.on_main(atomic_save, state, out)

@@ -235,3 +235,15 @@ def test_every_row_two_seeds_shared_stages_once_and_resume(tiny_raw, tmp_path, m
     for key in runs:
         for seed in ("0", "1"):
             assert again["runs"][key][seed]["generators"] == runs[key][seed]["generators"]
+
+
+def test_small_nets_get_the_generator_pretraining_the_gcc_student_gets(tiny_raw):
+    from gancompress.baselines.rows import small_pretrain_epochs
+    from gancompress.recipe import recipe_from_dict
+
+    def epochs(*over):
+        return small_pretrain_epochs(recipe_from_dict(tiny_raw, "tiny.yaml", list(over)))
+    assert epochs() == 0
+    assert epochs("train.pretrain_epochs=5") == 0  # a re-initialised gcc student loses that training
+    assert epochs("train.pretrain_epochs=5", "prune.inherit_weights=true") == 5  # ... an inheriting one keeps it
+    assert epochs("train.pretrain_epochs=5", "distill.student_pretrain_epochs=7") == 7  # stage pretrain_P

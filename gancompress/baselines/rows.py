@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from .. import pipeline
@@ -27,8 +28,8 @@ from ..rundir import RunDir
 from ..runlock import RunLock
 from ..runrecord import prepare_run_dir
 from ..runtime import seed_everything
-from ..stages import build_pair
-from ..stages.gan import GANStage
+from ..routes import stage3_teacher
+from ..stages.gan import GANStage, PretrainStage
 from ..train import train_stage
 from .seed_run import SeedRun
 
@@ -67,12 +68,41 @@ def _train_gan(run: SeedRun, out: RunDir, gens: dict[str, nn.Module], ngf: dict[
     _save(out, "student", dict(stage.gens.items()), run.recipe, ngf)
 
 
+def small_pretrain_epochs(recipe: Recipe) -> int:
+    """Generator-only pre-training epochs the small nets get: what the gcc student gets.
+
+    The gcc student is pre-trained in stage 'pretrain_P' (``distill.student_pretrain_epochs``),
+    or inherits the sparse model's pre-training (``train.pretrain_epochs``) with
+    ``prune.inherit_weights``; a net trained from scratch gets the same, or it would be compared
+    without the family's own first step (SRGAN's MSE pre-training).
+    """
+    if recipe.distill.student_pretrain_epochs:
+        return recipe.distill.student_pretrain_epochs
+    return recipe.train.pretrain_epochs if recipe.prune.inherit_weights else 0
+
+
+def _pretrain_small(run: SeedRun, out: RunDir, gens: dict[str, nn.Module]) -> None:
+    """Pre-train the small nets in place, as the gcc student is (see :func:`small_pretrain_epochs`)."""
+    epochs = small_pretrain_epochs(run.recipe)
+    if not epochs:
+        return
+    if run.recipe.distill.student_pretrain_epochs:
+        pipeline.pretrain_student(run.family, run.recipe, out, run.device, True, gens)
+        return
+    with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+        seed_everything(run.recipe.seed + 3)  # as pipeline.pretrain_student
+        stage = PretrainStage(run.family, run.recipe.train, run.device,
+                              nn.ModuleDict(gens).to(run.device), epochs, "pretrain_P")
+        train_stage(stage, run.family, run.recipe, out, run.device, resume=True)
+
+
 def train_small_scratch(run: SeedRun, out: RunDir) -> None:
     """The uniform net trained from scratch with the family's losses, no teacher."""
     widths = run.uniform_widths()
     with _row_folder(run, out):
         gens = run.uniform_generators()
         seed_everything(run.recipe.seed + 1)  # the discriminators and the training draws, as in stage 3
+        _pretrain_small(run, out, gens)
         _train_gan(run, out, gens, {n: w for n, (w, _) in widths.items()})
 
 
@@ -85,6 +115,7 @@ def train_pruned_finetune(run: SeedRun, out: RunDir) -> None:
         seed_everything(recipe.seed + 1)
         gens = {n: pipeline.pruned_generator(family, recipe, n, pruned[n], recipe.prune.inherit_weights)
                 for n in family.generator_names}
+        pipeline.pretrain_student(family, recipe, out, run.device, True, gens)  # as the gcc student, if set
         _train_gan(run, out, gens, {n: recipe.model.ngf_student for n in family.generator_names})
 
 
@@ -107,13 +138,10 @@ def train_small_distill(run: SeedRun, out: RunDir) -> None:
         for n in names:
             pipeline.pruned_generator(family, recipe, n, pruned[n], recipe.prune.inherit_weights)
         student = run.uniform_generators()
-        teacher = None
-        if recipe.distill.teacher != "scratch":
-            gens, discs = build_pair(family, recipe.model.ngf_student, recipe.train, dev)
-            gens.load_state_dict(sparse_state["gens"])
-            discs.load_state_dict(sparse_state["discs"])
-            teacher = (gens, discs)
-        stage = pipeline.make_distill_stage(family, recipe, dev, student, teacher, teacher_init)
+        _pretrain_small(run, out, student)
+        teacher, fresh_d = stage3_teacher(family, recipe, dev, sparse_state)
+        stage = pipeline.make_distill_stage(family, recipe, dev, student, teacher, teacher_init,
+                                            train_teacher_d=fresh_d)
         train_stage(stage, family, recipe, out, dev, resume=True)
         t_ngf = recipe.model.ngf_student if teacher is not None else recipe.model.ngf_teacher
         _save(out, "teacher", dict(stage.t_gens.items()), recipe, {n: t_ngf for n in names})
