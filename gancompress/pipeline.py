@@ -23,8 +23,8 @@ from .checkpoint import atomic_save, safe_load
 from .config import Recipe, dump_recipe
 from .detector import load_classifiers
 from .discriminators.modes import make_mode
-from .export import export_torchscript, load_generator, save_generator
 from .evaluate import evaluate_run
+from .export import export_torchscript, load_generator, save_generator
 from .families import get_family
 from .families.base import Family
 from .fileio import atomic_write_json

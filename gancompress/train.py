@@ -25,9 +25,9 @@ from .checkpoint import atomic_save, load_latest_readable, rotate, safe_load
 from .config import Recipe
 from .data.loader import BatchSource
 from .errors import CheckpointError, NonFiniteLossError, WriteError
+from .families.base import Family
 from .fileio import atomic_write, atomic_write_text, describe_oserror
 from .finite import check_finite
-from .families.base import Family
 from .rundir import RunDir
 from .threads import data_workers
 

@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gancompress.ablation import (dmd_on_rate, markdown_table, resolve_variants, run_ablation, spread_summary,
-                                  variant_dir, variant_overrides)
+from gancompress.ablation import (
+    dmd_on_rate,
+    markdown_table,
+    resolve_variants,
+    run_ablation,
+    spread_summary,
+    variant_dir,
+    variant_overrides,
+)
 from gancompress.errors import GanCompressError, RecipeError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,6 @@ from gancompress.metrics.macs import count_macs
 from gancompress.recipe import load_recipe
 from gancompress.seeds import Spread, compare, differs, seed_schedule, within_std
 
-
 # --- the spread rule ------------------------------------------------------------------------------
 
 def test_spread_is_mean_and_sample_std():

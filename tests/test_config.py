@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from gancompress.config import Budget
-from gancompress.recipe import load_recipe, recipe_from_dict
 from gancompress.errors import RecipeError
+from gancompress.recipe import load_recipe, recipe_from_dict
 from gancompress.threads import child_env
 
 ROOT = Path(__file__).resolve().parents[1]

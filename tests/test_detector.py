@@ -9,8 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gancompress.detector import (RealFakeClassifier, classifier_guidance, fool_loss, load_classifier,
-                                  save_classifier, train_classifier)
+from gancompress.detector import (
+    RealFakeClassifier,
+    classifier_guidance,
+    fool_loss,
+    load_classifier,
+    save_classifier,
+    train_classifier,
+)
 from gancompress.errors import CheckpointError, MissingFileError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,13 +2,12 @@
 import pytest
 import torch
 
-from gancompress.recipe import recipe_from_dict
-from gancompress.discriminators.dmd import DMDDiscriminator
+from gancompress.discriminators.dmd import DMDDiscriminator, find_dmd
 from gancompress.discriminators.selective import SelectiveDiscriminator
 from gancompress.errors import MissingFileError, RecipeError
 from gancompress.families import get_family
-from gancompress.discriminators.dmd import find_dmd
 from gancompress.pipeline import make_distill_stage
+from gancompress.recipe import recipe_from_dict
 
 CPU = torch.device("cpu")
 

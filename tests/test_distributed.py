@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import TINY_PIX2PIX
 from torch import nn
 
-from conftest import TINY_PIX2PIX
 from gancompress.threads import child_env
 
 DEADLINE_S = 240  # a hang (a rank left waiting at a collective) fails the test instead of blocking it

@@ -11,17 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from gancompress.recipe import recipe_from_dict
-from gancompress.rundir import RunDir
 from gancompress.data.demo_cyclegan import make_cyclegan_demo
 from gancompress.data.unaligned import DomainDataset, UnalignedDataset
 from gancompress.errors import DataError, RecipeError
 from gancompress.families import get_family
 from gancompress.families.cyclegan import ImagePool
 from gancompress.metrics.macs import count_macs
-from gancompress.pipeline import compress, run_prune
+from gancompress.pipeline import compress, make_distill_stage, make_sparse_stage, run_prune
 from gancompress.prune import prune_to_budget
-from gancompress.pipeline import make_distill_stage, make_sparse_stage
+from gancompress.recipe import recipe_from_dict
+from gancompress.rundir import RunDir
 from gancompress.train import train_stage
 
 ROOT = Path(__file__).resolve().parents[1]

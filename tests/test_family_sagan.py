@@ -9,17 +9,16 @@ from PIL import Image
 from torch import nn
 from torch.nn.utils import parametrize
 
-from gancompress.recipe import load_recipe
 from gancompress.errors import DataError
 from gancompress.export import export_torchscript, load_generator
 from gancompress.families import get_family
 from gancompress.layers import CONV_TYPES
 from gancompress.metrics.macs import count_macs
 from gancompress.nets.sagan import SelfAttention
-from gancompress.pipeline import compress
+from gancompress.pipeline import compress, make_distill_stage
 from gancompress.prune import layer_widths, prune_to_budget, score_groups
+from gancompress.recipe import load_recipe
 from gancompress.sparsity import penalised_parameters
-from gancompress.pipeline import make_distill_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 CELEBA = ROOT / "recipes" / "sagan_celeba.yaml"

@@ -11,15 +11,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 from gancompress import losses
-from gancompress.recipe import recipe_from_dict
 from gancompress.data.sr import SRDataset, bicubic_upscale, downscale
 from gancompress.errors import DataError, MissingFileError, RecipeError
 from gancompress.families import get_family
-from gancompress.pipeline import compress
-from gancompress.optim import Precision
-from gancompress.stages import GANUpdate
 from gancompress.metrics.macs import count_macs
 from gancompress.nets.srresnet import SRDiscriminator
+from gancompress.optim import Precision
+from gancompress.pipeline import compress
+from gancompress.recipe import recipe_from_dict
+from gancompress.stages import GANUpdate
 from gancompress.vgg import WEIGHTS_FILE, VGGFeatures, vgg19_layer_names
 
 TINY_SRGAN = {

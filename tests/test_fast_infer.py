@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from gancompress.recipe import load_recipe
 from gancompress.families import get_family
 from gancompress.fast_infer import FastGenerator
 from gancompress.metrics.macs import count_macs
+from gancompress.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from gancompress.discriminators.glead import (GLeaDDecoder, GLeaDUnsupported, generator_tail,
-                                              make_glead_head, reconstruction_loss, tail_input_shape)
+from gancompress.discriminators.glead import (
+    GLeaDDecoder,
+    GLeaDUnsupported,
+    generator_tail,
+    make_glead_head,
+    reconstruction_loss,
+    tail_input_shape,
+)
 from gancompress.distill import FeatureTap, tap_channels
 from gancompress.errors import GanCompressError
 from gancompress.metrics.macs import count_macs
@@ -241,8 +247,8 @@ FAMILY_RAWS = {
 @pytest.mark.parametrize("family_name", sorted(FAMILY_RAWS))
 def test_every_family_generator_has_a_measurable_tail(family_name):
     """The generators the families build (not only the nets above) support GLeaD."""
-    from gancompress.recipe import recipe_from_dict
     from gancompress.families import get_family
+    from gancompress.recipe import recipe_from_dict
 
     recipe = recipe_from_dict({"name": "t", "family": family_name, **FAMILY_RAWS[family_name]})
     family = get_family(family_name)(recipe)

@@ -13,6 +13,14 @@ from torch import nn
 from gancompress.data import demo_cyclegan, demo_sagan
 from gancompress.errors import CheckpointError
 from gancompress.metrics.evaldata import EvalBatch, EvalData, ImageSet, Reference
+from gancompress.metrics.extractors import (
+    FeatureNetExtractor,
+    TorchScriptExtractor,
+    check_fid_extractor,
+    extractor_from_eval,
+    load_fid_extractor,
+)
+from gancompress.metrics.feature_cache import FEATURE_CACHE_FORMAT
 from gancompress.metrics.features import (
     FEATURE_NET_FORMAT,
     NOT_COMPARABLE,
@@ -22,14 +30,6 @@ from gancompress.metrics.features import (
     save_feature_net,
     train_feature_net,
 )
-from gancompress.metrics.extractors import (
-    FeatureNetExtractor,
-    TorchScriptExtractor,
-    check_fid_extractor,
-    extractor_from_eval,
-    load_fid_extractor,
-)
-from gancompress.metrics.feature_cache import FEATURE_CACHE_FORMAT
 from gancompress.metrics.fid import fid_from_features, kid_from_features
 from gancompress.metrics.registry import evaluate_generators, protocol_markdown
 

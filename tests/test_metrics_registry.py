@@ -21,8 +21,8 @@ from gancompress.metrics.fid import fid_from_features
 from gancompress.metrics.image import psnr_ssim_y, to_unit
 from gancompress.metrics.miou import evaluate_miou
 from gancompress.metrics.palette import Palette
-from gancompress.metrics.segmenter import Segmenter
 from gancompress.metrics.registry import METRICS, MetricContext, evaluate_generators, protocol_markdown
+from gancompress.metrics.segmenter import Segmenter
 
 
 def _with_eval(recipe, **settings):

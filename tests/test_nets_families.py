@@ -7,9 +7,14 @@ import torch
 from torch import nn
 
 from gancompress.nets.resnet import MobileResnetGenerator, PatchDiscriminator, ResnetGenerator
-from gancompress.nets.sagan import (SAGANDiscriminator, SAGANGenerator, SelfAttention,
-                                    fold_spectral_norm, restore_spectral_norm,
-                                    strip_spectral_norm)
+from gancompress.nets.sagan import (
+    SAGANDiscriminator,
+    SAGANGenerator,
+    SelfAttention,
+    fold_spectral_norm,
+    restore_spectral_norm,
+    strip_spectral_norm,
+)
 from gancompress.nets.srresnet import SRDiscriminator, SRResNet, SubPixelBlock
 
 CONVS = (nn.Conv2d, nn.ConvTranspose2d)

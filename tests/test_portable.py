@@ -18,7 +18,6 @@ from gancompress.nets.unet import UnetGenerator
 from gancompress.portable import LOADER_SOURCE, export_state_dict, load_loader_module
 from gancompress.prune import apply_plan, score_groups
 
-
 IMPORTABLE = {"__future__", "hashlib", "json", "sys", "pathlib", "torch"}
 
 

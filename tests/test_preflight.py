@@ -55,8 +55,9 @@ def _set(raw, path, value):
 
 def _raws():
     """A valid raw recipe of each family (the demo recipes, read as plain data)."""
-    import yaml
     from pathlib import Path
+
+    import yaml
     root = Path(__file__).resolve().parents[1] / "recipes" / "demo"
     return {name: yaml.safe_load((root / f"{name}.yaml").read_text()) for name in FAMILIES}
 

@@ -12,19 +12,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference_cyclegan import RefNLayerD, RefResnet, RefUnet, randomise
 from torch import nn
 
-from gancompress.recipe import recipe_from_dict
-from gancompress.errors import CheckpointError
+from gancompress.errors import CheckpointError, RecipeError
 from gancompress.families import get_family
-from gancompress.errors import RecipeError
-from reference_cyclegan import RefNLayerD, RefResnet, RefUnet, randomise
 from gancompress.pretrained.discriminator_files import inspect_discriminator_file
-from gancompress.pretrained.generator_files import (GENERATOR_FORMAT, implied_settings, inspect_generator_file,
-                                                    recipe_mismatches)
-from gancompress.pretrained.loading import (build_pretrained_generator, check_pretrained,
-                                            load_pretrained_discriminator, load_pretrained_generator)
-
+from gancompress.pretrained.generator_files import (
+    GENERATOR_FORMAT,
+    implied_settings,
+    inspect_generator_file,
+    recipe_mismatches,
+)
+from gancompress.pretrained.loading import (
+    build_pretrained_generator,
+    check_pretrained,
+    load_pretrained_discriminator,
+    load_pretrained_generator,
+)
+from gancompress.recipe import recipe_from_dict
 
 # ----------------------------------------------------------------------------------------------
 # Families
@@ -139,7 +145,8 @@ def test_old_files_instance_running_stats_dropped_batch_counter_added(tmp_path):
 
 
 def test_our_state_dicts_and_generator_files_load(tmp_path):
-    from gancompress.export import GENERATOR_FORMAT as EXPORT_FORMAT, save_generator
+    from gancompress.export import GENERATOR_FORMAT as EXPORT_FORMAT
+    from gancompress.export import save_generator
 
     assert GENERATOR_FORMAT == EXPORT_FORMAT
     fam = pix2pix(norm="instance_affine")

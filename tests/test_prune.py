@@ -5,7 +5,14 @@ from torch import nn
 from gancompress.errors import BudgetError
 from gancompress.metrics.macs import count_macs
 from gancompress.nets.unet import UnetGenerator
-from gancompress.prune import _removal_plan, apply_plan, architecture_record, prune_to_budget, rebuild, score_groups
+from gancompress.prune import (
+    _removal_plan,
+    apply_plan,
+    architecture_record,
+    prune_to_budget,
+    rebuild,
+    score_groups,
+)
 from gancompress.sparsity import add_l1_subgradient, penalised_parameters
 
 

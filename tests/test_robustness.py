@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from gancompress import checkpoint
-from gancompress.recipe import recipe_from_dict
 from gancompress.data.aligned import AlignedDataset
 from gancompress.errors import CheckpointError, DataError, NonFiniteLossError, RecipeError, WriteError
 from gancompress.families import get_family
 from gancompress.pipeline import make_sparse_stage
+from gancompress.recipe import recipe_from_dict
 from gancompress.threads import child_env
 from gancompress.train import train_stage
 

@@ -10,13 +10,13 @@ import json
 
 import pytest
 import torch
+from reference_cyclegan import RefNLayerD, RefResnet, RefUnet, randomise
 
 from gancompress.export import load_generator
 from gancompress.families import get_family
 from gancompress.pipeline import compress, describe
 from gancompress.pretrained.loading import load_pretrained_generator
 from gancompress.recipe import recipe_from_dict
-from reference_cyclegan import RefNLayerD, RefResnet, RefUnet, randomise
 
 pytestmark = pytest.mark.slow
 

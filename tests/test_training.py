@@ -4,12 +4,11 @@ import json
 import pytest
 import torch
 
-from gancompress.recipe import recipe_from_dict
 from gancompress.errors import GanCompressError
 from gancompress.export import export_torchscript, load_generator
 from gancompress.families import get_family
-from gancompress.pipeline import compress
-from gancompress.pipeline import make_distill_stage, make_sparse_stage
+from gancompress.pipeline import compress, make_distill_stage, make_sparse_stage
+from gancompress.recipe import recipe_from_dict
 from gancompress.train import train_stage
 
 CPU = torch.device("cpu")

@@ -24,11 +24,11 @@ from ..finite import check_finite
 from ..metrics.latency import measure_latency
 from ..metrics.macs import count_macs
 from ..metrics.registry import evaluate_generators
+from ..routes import stage3_teacher
 from ..rundir import RunDir
 from ..runlock import RunLock
 from ..runrecord import prepare_run_dir
 from ..runtime import seed_everything
-from ..routes import stage3_teacher
 from ..stages.gan import GANStage, PretrainStage
 from ..train import train_stage
 from .seed_run import SeedRun

@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import RecipeError
-from ..schema import bounded
 from ..data.aligned import AlignedDataset
+from ..errors import RecipeError
 from ..metrics.evaldata import Baseline, EvalBatch, EvalData, ImageSet, Reference
 from ..metrics.image import to_unit
 from ..nets.init import init_normal
 from ..nets.patchgan import PatchDiscriminator
 from ..nets.unet import UnetGenerator
+from ..schema import bounded
 from .base import Family
 
 
@@ -146,8 +146,8 @@ class Pix2PixFamily(Family):
 
     def _labels(self, data, batch) -> list[torch.Tensor]:
         """The batch's label maps: (H, W) trainIds from the ``_trainids`` files, else A's (H, W, 3) colours."""
-        from PIL import Image
         import numpy as np
+        from PIL import Image
 
         maps = []
         for index, a in zip(batch["index"].tolist(), batch["A"]):

@@ -21,14 +21,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..schema import bounded
 from ..data.imagefolder import ImageFolderDataset
 from ..errors import DataError
 from ..metrics.evaldata import EvalBatch, EvalData, ImageSet, Reference
 from ..metrics.image import to_unit
-from ..nets.sagan import (SAGANDiscriminator, SAGANGenerator, SelfAttention, fold_spectral_norm,
-                          restore_spectral_norm, strip_spectral_norm)
+from ..nets.sagan import (
+    SAGANDiscriminator,
+    SAGANGenerator,
+    SelfAttention,
+    fold_spectral_norm,
+    restore_spectral_norm,
+    strip_spectral_norm,
+)
 from ..prune import architecture_record, rebuild
+from ..schema import bounded
 from .base import Family
 
 LAYOUT = ("a flat folder of RGB images, e.g. CelebA's img_align_celeba/ (an empty data.train_split "

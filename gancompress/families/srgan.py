@@ -24,14 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..schema import bounded
 from ..data.sr import SRDataset, bicubic_upscale
 from ..metrics.evaldata import Baseline, EvalBatch, EvalData, Reference
 from ..metrics.image import to_unit
 from ..nets.srresnet import SRDiscriminator, SRResNet
+from ..schema import bounded
 from ..vgg import VGGFeatures, missing_weights_error, vgg19_layer_names
 from .base import Family
-
 
 #: The standard SR test sets (split name -> number of images) published PSNR/SSIM are measured on.
 STANDARD_SR_SETS = {"Set5": 5, "Set14": 14, "B100": 100, "BSD100": 100, "Urban100": 100}

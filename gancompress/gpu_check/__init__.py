@@ -74,7 +74,15 @@ from .check import DEFAULT_RECIPES, Check, Outcome, Row, RowFailure, last_meanin
 from .data import write_random_feature_extractor
 from .demo_rows import DEMO_FAMILIES, REFERENCE, Reference, demo_row, stage_outputs
 from .runtime_rows import compile_row, nccl_row, parity_row, torchrun_row
-from .timing_rows import TARGETS, cityscapes_row, latency_row, project_full_run, pruned_row, stage3_row, stage_rate
+from .timing_rows import (
+    TARGETS,
+    cityscapes_row,
+    latency_row,
+    project_full_run,
+    pruned_row,
+    stage3_row,
+    stage_rate,
+)
 from .workers import nccl_version, run_worker
 
 __all__ = ["BUDGET_S", "CPU_SLOWDOWN", "DEFAULT_RECIPES", "DEMO_FAMILIES", "REFERENCE", "TARGETS", "Check",

@@ -21,8 +21,15 @@ import torch.nn.functional as F
 
 from ..errors import CheckpointError, DataError, MissingFileError
 from .palette import Palette, cityscapes_palette, colour_to_ids
-from .weights import (TRUST_KEY, first_mismatch, is_torchscript_archive, load_into, load_tensors, sha256_of,
-                      unwrap_state_dict)
+from .weights import (
+    TRUST_KEY,
+    first_mismatch,
+    is_torchscript_archive,
+    load_into,
+    load_tensors,
+    sha256_of,
+    unwrap_state_dict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +227,14 @@ def load_segmenter(path, device="cpu", *, trust_torchscript: bool = False) -> Se
         CheckpointError: a TorchScript file without trust, a pickle that would run code, or a
             file whose first non-fitting key (missing, unexpected or mis-shaped) is named.
     """
-    from .drn import (CITYSCAPES_CLASSES, CITYSCAPES_MEAN, CITYSCAPES_STD, DRN_D_105_FILENAME, DRN_D_105_URL,
-                      DRNSeg)
+    from .drn import (
+        CITYSCAPES_CLASSES,
+        CITYSCAPES_MEAN,
+        CITYSCAPES_STD,
+        DRN_D_105_FILENAME,
+        DRN_D_105_URL,
+        DRNSeg,
+    )
 
     path = Path(path)
     fix = (f"set eval.segmenter to {DRN_D_105_FILENAME} (from {DRN_D_105_URL}) or to a checkpoint written by "

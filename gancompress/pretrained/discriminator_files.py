@@ -12,8 +12,15 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..nets.patchgan import PatchDiscriminator
-from .files import (file_sha256, first_misfit, need_key, norm_kind_at, patch_norm_buffers, read_weights_file,
-                    state_dict_of)
+from .files import (
+    file_sha256,
+    first_misfit,
+    need_key,
+    norm_kind_at,
+    patch_norm_buffers,
+    read_weights_file,
+    state_dict_of,
+)
 from .layouts import LAYOUT_WORDS, d_key_table
 
 

@@ -16,8 +16,15 @@ from torch import nn
 from ..errors import CheckpointError
 from ..nets.resnet import MobileResnetGenerator, ResnetGenerator
 from ..nets.unet import UnetGenerator
-from .files import (file_sha256, first_misfit, need_key, norm_kind_at, patch_norm_buffers, read_weights_file,
-                    state_dict_of)
+from .files import (
+    file_sha256,
+    first_misfit,
+    need_key,
+    norm_kind_at,
+    patch_norm_buffers,
+    read_weights_file,
+    state_dict_of,
+)
 from .layouts import LAYOUT_WORDS, ours_to_file
 
 # the format tag of gancompress.export.save_generator (not imported: export depends on the

@@ -10,7 +10,15 @@ detached device tensors: nothing here waits on the GPU.
 - :mod:`.distill`: stage 3, GCC's online distillation against the student discriminator.
 """
 from .distill import DistillStage, student_discriminator
-from .gan import GANStage, GANUpdate, PretrainStage, SparseStage, build_generators, build_pair, generator_visuals
+from .gan import (
+           GANStage,
+           GANUpdate,
+           PretrainStage,
+           SparseStage,
+           build_generators,
+           build_pair,
+           generator_visuals,
+)
 
 __all__ = ["DistillStage", "GANStage", "GANUpdate", "PretrainStage", "SparseStage", "build_generators", "build_pair",
            "generator_visuals", "student_discriminator"]
