@@ -30,7 +30,7 @@ from .errors import GanCompressError, RecipeError
 from .fileio import atomic_write_json, atomic_write_text
 from .recipe import load_recipe
 from .rundir import RunDir
-from .seeds import RULE, Spread, compare, headline_keys, seed_schedule, spread_or_none
+from .seeds import RULE, Spread, compare, headline_keys, seed_schedule, select_keys, spread_or_none
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,7 @@ REFERENCE = "gcc"
 
 def resolve_variants(keys: list[str] | None) -> list[str]:
     """The variant keys to run, in table order; an unknown key lists the valid ones."""
-    if not keys:
-        return list(VARIANTS)
-    unknown = [k for k in keys if k not in VARIANTS]
-    if unknown:
-        raise RecipeError(f"--variants: unknown variant {unknown[0]!r} (valid: {', '.join(VARIANTS)})")
-    return [k for k in VARIANTS if k in keys]
+    return select_keys(keys, VARIANTS, "--variants", "variant")
 
 
 def variant_dir(folder: Path, key: str, seed: int, base_seed: int) -> Path:

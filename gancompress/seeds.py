@@ -14,6 +14,8 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from .errors import RecipeError
+
 #: Metric value keys shown in tables, and whether a larger value is better. Others the registry
 #: reports (kid_std, fid_images) describe a measurement rather than score a generator.
 HIGHER_IS_BETTER: dict[str, bool] = {"miou": True, "psnr": True, "ssim": True, "fid": False, "kid_mean": False}
@@ -23,6 +25,18 @@ HIGHER_IS_BETTER: dict[str, bool] = {"miou": True, "psnr": True, "ssim": True, "
 HEADLINE_ORDER: tuple[str, ...] = ("miou", "fid", "psnr", "ssim", "kid_mean")
 
 RULE = "|mean_a - mean_b| > std_a + std_b (sample standard deviations over the seeds)"
+
+
+def select_keys(keys: list[str] | None, table: list[str] | tuple[str, ...] | dict, option: str,
+                noun: str) -> list[str]:
+    """The table keys to run, in table order (all when none are given); an unknown key names the
+    command-line option and lists the valid ones."""
+    if not keys:
+        return list(table)
+    unknown = [k for k in keys if k not in table]
+    if unknown:
+        raise RecipeError(f"{option}: unknown {noun} {unknown[0]!r} (valid: {', '.join(table)})")
+    return [k for k in table if k in keys]
 
 
 def seed_schedule(base: int, count: int) -> list[int]:

@@ -17,7 +17,6 @@ from torch import nn
 
 from .. import pipeline
 from ..config import Recipe
-from ..errors import RecipeError
 from ..export import load_generator, save_generator
 from ..fileio import atomic_write_json
 from ..finite import check_finite
@@ -29,6 +28,7 @@ from ..rundir import RunDir
 from ..runlock import RunLock
 from ..runrecord import prepare_run_dir
 from ..runtime import seed_everything
+from ..seeds import select_keys
 from ..stages.gan import GANStage, PretrainStage
 from ..train import train_stage
 from .seed_run import SeedRun
@@ -202,12 +202,7 @@ RUN_ORDER = ("gcc", "pruned-finetune", "small-distill", "small-scratch")
 
 def resolve_rows(keys: list[str] | None) -> list[str]:
     """The rows to run, in table order; an unknown key lists the valid ones."""
-    if not keys:
-        return list(ROWS)
-    unknown = [k for k in keys if k not in ROWS]
-    if unknown:
-        raise RecipeError(f"--rows: unknown row {unknown[0]!r} (valid: {', '.join(ROWS)})")
-    return [k for k in ROWS if k in keys]
+    return select_keys(keys, ROWS, "--rows", "row")
 
 
 # --------------------------------------------------------------------------------------------
