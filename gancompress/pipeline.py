@@ -218,11 +218,12 @@ def run_distill(family: Family, recipe: Recipe, run: RunDir, device: torch.devic
 
 
 def pretrain_student(family: Family, recipe: Recipe, run: RunDir, device: torch.device, resume: bool,
-                     student: dict[str, nn.Module]) -> None:
-    """Generator-only pre-training of the pruned students in place (``distill.student_pretrain_epochs``):
+                     student: dict[str, nn.Module], epochs: int | None = None) -> None:
+    """Generator-only pre-training of the pruned students in place (``distill.student_pretrain_epochs``,
+    or ``epochs`` when given: the baselines' small nets get what the gcc student got):
     GCC starts SRGAN's student from an MSE-trained model of the pruned architecture, as SRGAN
     practice does. Stage 'pretrain_P'; its output is ``pretrain/pretrain_P.pt``."""
-    epochs = recipe.distill.student_pretrain_epochs
+    epochs = recipe.distill.student_pretrain_epochs if epochs is None else epochs
     if not epochs:
         return
     gens = nn.ModuleDict(student)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from .. import pipeline
@@ -29,7 +28,7 @@ from ..runlock import RunLock
 from ..runrecord import prepare_run_dir
 from ..runtime import seed_everything
 from ..seeds import select_keys
-from ..stages.gan import GANStage, PretrainStage
+from ..stages.gan import GANStage
 from ..train import train_stage
 from .seed_run import SeedRun
 
@@ -83,17 +82,8 @@ def small_pretrain_epochs(recipe: Recipe) -> int:
 
 def _pretrain_small(run: SeedRun, out: RunDir, gens: dict[str, nn.Module]) -> None:
     """Pre-train the small nets in place, as the gcc student is (see :func:`small_pretrain_epochs`)."""
-    epochs = small_pretrain_epochs(run.recipe)
-    if not epochs:
-        return
-    if run.recipe.distill.student_pretrain_epochs:
-        pipeline.pretrain_student(run.family, run.recipe, out, run.device, True, gens)
-        return
-    with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
-        seed_everything(run.recipe.seed + 3)  # as pipeline.pretrain_student
-        stage = PretrainStage(run.family, run.recipe.train, run.device,
-                              nn.ModuleDict(gens).to(run.device), epochs, "pretrain_P")
-        train_stage(stage, run.family, run.recipe, out, run.device, resume=True)
+    pipeline.pretrain_student(run.family, run.recipe, out, run.device, True, gens,
+                              epochs=small_pretrain_epochs(run.recipe))
 
 
 def train_small_scratch(run: SeedRun, out: RunDir) -> None:
