@@ -7,7 +7,9 @@ A fixed number of a recipe's stage-3 iterations (:func:`stage3_seconds`: the sta
 - ``old``: no thread variable set (:func:`gancompress.threads.clean_env`): torch's defaults, one
   thread per core that spins while it waits;
 - ``new``: exactly what the entry point sets (:func:`gancompress.threads.thread_env` of that same
-  clean environment): ``OMP_WAIT_POLICY=PASSIVE`` and the cores as threads.
+  clean environment): the cores as threads, the runtime's own wait policy, and the count adapting
+  to the load (:mod:`gancompress.coreshare`: fewer threads while another process keeps the cores
+  busy), polled in the timed loop as ``train_stage`` polls it.
 
 Children start from a clean environment, so the parent's own settings (the command line already
 chose the new ones for itself) never reach the old runs. Each child builds its stage and runs the
@@ -35,11 +37,12 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import GanCompressError
-from .threads import THREAD_VARS, available_cores, clean_env, thread_env
+from .threads import ADAPT_VAR, THREAD_VARS, available_cores, clean_env, thread_env
 
 ALONE_TARGET = 1.05  # new alone / old alone
 SHARED_TARGET = 2.3  # each of two at once / alone (2.0 would be a perfect share of the cores)
 SETTINGS = ("old", "new")
+_SHOWN = THREAD_VARS + (ADAPT_VAR,)  # the variables reported per setting
 _READY = "gancompress-bench-cpu ready"
 _RESULT = "gancompress-bench-cpu result "
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
@@ -78,6 +81,7 @@ def stage3_seconds(recipe, iters: int, warmup: int, ready: Callable[[], None] | 
     """
     import torch
 
+    from .coreshare import core_share
     from .data.loader import BatchSource
     from .families import get_family
     from .pipeline import make_distill_stage
@@ -105,14 +109,18 @@ def stage3_seconds(recipe, iters: int, warmup: int, ready: Callable[[], None] | 
 
     stream = batches()
     stage.set_epoch(0)
+    share = core_share()  # as train_stage has it: on where the entry point chose the count
     for _ in range(warmup):
         stage.step(*next(stream))
     if ready is not None:
         ready()
+    threads = torch.get_num_threads()
     start = time.perf_counter()
     for _ in range(iters):
         stage.step(*next(stream))
-    return {"seconds": time.perf_counter() - start, "threads": torch.get_num_threads(),
+        if share is not None:
+            share.poll()
+    return {"seconds": time.perf_counter() - start, "threads": threads, "threads_at_end": torch.get_num_threads(),
             "data_workers": first.num_workers}
 
 
@@ -225,7 +233,7 @@ def run_contention(recipe: str, overrides: list[str] | None = None, iters: int =
     return {
         "recipe": str(recipe), "overrides": overrides, "family": loaded.family, "batch_size": loaded.data.batch_size,
         "iters": iters, "warmup": warmup, "repeats": repeats, "cores": available_cores(), "threads_option": threads,
-        "settings": {s: {k: envs[s].get(k) for k in THREAD_VARS} for s in SETTINGS},
+        "settings": {s: {k: envs[s].get(k) for k in _SHOWN} for s in SETTINGS},
         "runs": runs, "median_seconds": median, "ratios": ratios,
         "targets": {"new_alone_vs_old_alone": ALONE_TARGET, "two_vs_alone": SHARED_TARGET},
         "met": {"new_alone_vs_old_alone": ratios["new_alone_vs_old_alone"] <= ALONE_TARGET,
@@ -284,7 +292,7 @@ def _child_main(argv: list[str] | None = None) -> int:
     except GanCompressError as exc:
         print(f"gancompress: error: {exc}", file=sys.stderr)
         return 2
-    report["env"] = {k: os.environ.get(k) for k in THREAD_VARS}
+    report["env"] = {k: os.environ.get(k) for k in _SHOWN}
     print(_RESULT + json.dumps(report), flush=True)
     return 0
 

@@ -1,21 +1,26 @@
 """How many CPU threads each process uses, and how its idle threads wait.
 
-torch runs CPU work on an OpenMP thread pool. By default the pool has one thread per core and its
-threads *spin* while they wait for the next parallel region (``OMP_WAIT_POLICY=ACTIVE`` in effect),
-so two jobs on the same cores steal each other's time slices: on a busy 2-core machine a small
-conv net trained 7 to 12 times slower than with ``OMP_WAIT_POLICY=PASSIVE`` (threads that sleep
-while they wait) or with one thread. The OpenMP runtime reads ``OMP_*`` once, when torch loads it,
-so the entry point (:func:`gancompress.cli.main`) calls :func:`configure` before anything imports
-torch.
+torch runs CPU work on an OpenMP thread pool of one thread per core whose threads *spin* for a
+while after each parallel region before they sleep. Alone, that is the fastest setting; two such
+jobs on the same cores steal each other's time slices (on a busy 2-core machine a small conv net
+trained about 12 times slower). Threads that sleep at once (``OMP_WAIT_POLICY=PASSIVE``) share
+well but made a lone Pix2Pix demo run about 14 % slower, and one thread about as much (README,
+Results). So the wait policy stays the runtime's own and the *count* adapts: where gancompress
+chose it, the training loops lower it while other processes keep the cores busy and raise it
+again when they are done (:mod:`gancompress.coreshare`). The OpenMP runtime reads ``OMP_*`` once,
+when torch loads it, so the entry point (:func:`gancompress.cli.main`) calls :func:`configure`
+before anything imports torch.
 
 Precedence, for each setting on its own:
 
-1. ``gancompress --threads N`` sets the thread count;
+1. ``gancompress --threads N`` sets the thread count (fixed: it does not adapt);
 2. otherwise the environment's ``OMP_NUM_THREADS`` / ``OMP_WAIT_POLICY`` / ``MKL_NUM_THREADS``,
-   where the user (or a parent process) set them;
-3. otherwise our defaults: ``OMP_WAIT_POLICY=PASSIVE``; threads = the cores this process may run
-   on (``os.sched_getaffinity``) divided by the processes torchrun started on this node
-   (``LOCAL_WORLD_SIZE``), at least 1; ``MKL_NUM_THREADS`` = the thread count.
+   where the user (or a parent process) set them (a count from there is fixed too);
+3. otherwise our defaults: the wait policy the OpenMP runtime has by default (not set); threads =
+   the cores this process may run on (``os.sched_getaffinity``) divided by the processes torchrun
+   started on this node (``LOCAL_WORLD_SIZE``), at least 1, adapting to the load
+   (:data:`ADAPT_VAR` carries that limit to the training loop);
+   ``MKL_NUM_THREADS`` = the thread count.
 
 Note that torchrun itself sets ``OMP_NUM_THREADS=1`` for its processes when the variable is unset
 and ``--nproc_per_node`` > 1, so under torchrun rule 2 usually applies.
@@ -31,13 +36,14 @@ from typing import Mapping
 
 from .errors import GanCompressError
 
-#: The variables :func:`thread_env` sets.
+#: The variables :func:`thread_env` sets (OMP_WAIT_POLICY only where the environment gave one).
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")
-DEFAULT_WAIT_POLICY = "PASSIVE"
+#: Marks a count the entry point chose, which the training loops may lower under load (its value: the limit).
+ADAPT_VAR = "GANCOMPRESS_ADAPT_THREADS"
 WAIT_POLICIES = ("ACTIVE", "PASSIVE")
 #: Variables that change how a process's threads are made or wait (removed by :func:`clean_env`).
 _THREADING_PREFIXES = ("OMP_", "GOMP_", "KMP_")
-_THREADING_NAMES = ("MKL_NUM_THREADS", "MKL_DYNAMIC", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+_THREADING_NAMES = (ADAPT_VAR, "MKL_NUM_THREADS", "MKL_DYNAMIC", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS")
 #: torchrun's variables; a process that has them divides the cores with its siblings.
 _LAUNCH_NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
@@ -54,13 +60,14 @@ class ThreadSettings:
 
     Attributes:
         threads: torch's intra-op threads (also ``OMP_NUM_THREADS`` unless the user gave a list).
-        wait_policy: ``OMP_WAIT_POLICY`` as it will be set ('PASSIVE', or the user's value).
-        source: where ``threads`` came from: '--threads', 'environment' or 'default'.
-        env: the variables to set (:data:`THREAD_VARS` -> value).
+        wait_policy: the user's ``OMP_WAIT_POLICY``, or None (the OpenMP runtime's default).
+        source: where ``threads`` came from: '--threads', 'environment' or 'default' (only a
+            default count adapts to the load).
+        env: the variables to set (:data:`THREAD_VARS` -> value; :data:`ADAPT_VAR` with a default count).
     """
 
     threads: int
-    wait_policy: str
+    wait_policy: str | None
     source: str
     env: dict[str, str]
 
@@ -124,11 +131,12 @@ def thread_settings(threads: int | None = None, environ: Mapping[str, str] | Non
     if policy and policy.upper() not in WAIT_POLICIES:
         raise ThreadsError(f"OMP_WAIT_POLICY={policy!r} in the environment: expected PASSIVE or ACTIVE; "
                            "fix or unset it")
-    policy = policy or DEFAULT_WAIT_POLICY
+    policy = policy or None
+    kept = {"OMP_WAIT_POLICY": policy} if policy else {}
     if threads is not None:
         if threads < 1:
             raise ThreadsError(f"--threads {threads}: expected a whole number of threads >= 1")
-        env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": policy}
+        env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **kept}
         return ThreadSettings(threads, policy, "--threads", env)
     omp = given["OMP_NUM_THREADS"]
     if omp:
@@ -139,7 +147,9 @@ def thread_settings(threads: int | None = None, environ: Mapping[str, str] | Non
     mkl = given["MKL_NUM_THREADS"]
     if mkl:
         _env_threads(mkl, "MKL_NUM_THREADS")
-    env = {"OMP_NUM_THREADS": omp, "MKL_NUM_THREADS": mkl or str(count), "OMP_WAIT_POLICY": policy}
+    env = {"OMP_NUM_THREADS": omp, "MKL_NUM_THREADS": mkl or str(count), **kept}
+    if source == "default":
+        env[ADAPT_VAR] = str(count)
     return ThreadSettings(count, policy, source, env)
 
 
@@ -163,7 +173,11 @@ def configure(threads: int | None = None, *, torch_threads: bool = True) -> Thre
         ThreadsError: a thread setting in the environment that OpenMP would not understand.
     """
     settings = thread_settings(threads)
+    adapt = os.environ.get(ADAPT_VAR)
     os.environ.update(settings.env)
+    # A count inherited from a parent gancompress process keeps adapting; any other fixed one does not.
+    if settings.source != "default" and not (settings.source == "environment" and adapt == str(settings.threads)):
+        os.environ.pop(ADAPT_VAR, None)
     if torch_threads:
         import torch
 
@@ -176,7 +190,8 @@ def child_env(processes: int = 1, base: Mapping[str, str] | None = None, **extra
     """The environment for ``processes`` child processes that run at the same time.
 
     The parent's thread count (its settings from :func:`thread_settings`) is divided between them
-    (at least 1 each); the wait policy is the parent's, PASSIVE by default.
+    (at least 1 each); the wait policy is the parent's. Where the parent's count adapts to the
+    load, the children's does too, within their share.
 
     Args:
         processes: how many children run at once (the waiting parent is not counted).
@@ -186,7 +201,10 @@ def child_env(processes: int = 1, base: Mapping[str, str] | None = None, **extra
     base = os.environ if base is None else base
     settings = thread_settings(environ=base)
     each = str(max(1, settings.threads // max(1, processes)))
-    return {**base, **settings.env, "OMP_NUM_THREADS": each, "MKL_NUM_THREADS": each, **extra}
+    env = {**base, **settings.env, "OMP_NUM_THREADS": each, "MKL_NUM_THREADS": each, **extra}
+    if ADAPT_VAR in env:
+        env[ADAPT_VAR] = each
+    return env
 
 
 def clean_env(base: Mapping[str, str] | None = None) -> dict[str, str]:

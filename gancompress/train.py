@@ -23,6 +23,7 @@ from tqdm import tqdm
 from . import distributed
 from .checkpoint import atomic_save, load_latest_readable, rotate, safe_load
 from .config import Recipe
+from .coreshare import core_share
 from .data.loader import BatchSource
 from .errors import CheckpointError, NonFiniteLossError, WriteError
 from .families.base import Family
@@ -298,6 +299,7 @@ def train_stage(stage, family: Family, recipe: Recipe, run: RunDir | str | Path,
     bar = tqdm(total=total, initial=step, desc=f"{stage.name} epoch {epoch + 1}/{stage.epochs}",
                disable=not writer or None, dynamic_ncols=True, unit="it")
     watch = RateWatch(stage.name, step)
+    share = core_share()  # fewer threads while other processes keep the cores busy (coreshare.py)
     # Without a terminal (a log file, CI) tqdm draws nothing: say how the stage is doing in the log
     # instead, about every tenth of it.
     progress = ProgressLog(stage.name, step, total) if writer and bar.disable else None
@@ -329,6 +331,8 @@ def train_stage(stage, family: Family, recipe: Recipe, run: RunDir | str | Path,
             if batch2 is not None:
                 batch2 = to_device(batch2, device, cfg.channels_last)
             meter.add(stage.step(batch, batch2), step)
+            if share is not None:
+                share.poll()
             step += 1
             it += 1
             bar.update(1)

@@ -7,8 +7,9 @@ import pytest
 
 from gancompress.threads import configure
 
-# The settings the command line uses (PASSIVE waits; the environment's OMP_NUM_THREADS, else every
-# available core), chosen before torch loads OpenMP; the processes tests start inherit them.
+# The settings the command line uses (the environment's OMP_NUM_THREADS, else every available core,
+# fewer while other processes keep them busy), chosen before torch loads OpenMP; the processes
+# tests start inherit them.
 configure()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import yaml
 from gancompress import cli, contention, threads, train
 from gancompress.data.loader import BatchSource
 from gancompress.recipe import recipe_from_dict
-from gancompress.threads import ThreadsError, child_env, clean_env, data_workers, thread_env, thread_settings
+from gancompress.threads import ADAPT_VAR, ThreadsError, child_env, clean_env, data_workers, thread_env, thread_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,31 +28,33 @@ def eight_cores(monkeypatch):
 
 
 @pytest.mark.parametrize("environ, expected", [
-    # our defaults: PASSIVE, the cores over torchrun's processes on the node (at least 1)
-    ({}, (8, "PASSIVE", "default", {"OMP_NUM_THREADS": "8", "MKL_NUM_THREADS": "8"})),
-    ({"LOCAL_WORLD_SIZE": "3"}, (2, "PASSIVE", "default", {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"})),
-    ({"LOCAL_WORLD_SIZE": "16"}, (1, "PASSIVE", "default", {"OMP_NUM_THREADS": "1"})),
-    ({"OMP_NUM_THREADS": " "}, (8, "PASSIVE", "default", {"OMP_NUM_THREADS": "8"})),  # empty: unset
-    # the user's own settings win over the defaults, each on its own
+    # our defaults: the runtime's wait policy, the cores over torchrun's processes on the node (at
+    # least 1), marked as a count that adapts to the load
+    ({}, (8, None, "default", {"OMP_NUM_THREADS": "8", "MKL_NUM_THREADS": "8", ADAPT_VAR: "8"})),
+    ({"LOCAL_WORLD_SIZE": "3"}, (2, None, "default", {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", ADAPT_VAR: "2"})),
+    ({"LOCAL_WORLD_SIZE": "16"},
+     (1, None, "default", {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", ADAPT_VAR: "1"})),
+    ({"OMP_NUM_THREADS": " "}, (8, None, "default", {"OMP_NUM_THREADS": "8", "MKL_NUM_THREADS": "8", ADAPT_VAR: "8"})),
+    # the user's own settings win over the defaults, each on its own; a count of theirs is fixed
     ({"OMP_NUM_THREADS": "3", "LOCAL_WORLD_SIZE": "4"},
-     (3, "PASSIVE", "environment", {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"})),
-    ({"OMP_WAIT_POLICY": "active"}, (8, "active", "default", {"OMP_WAIT_POLICY": "active"})),
-    ({"OMP_NUM_THREADS": "4,2"}, (4, "PASSIVE", "environment", {"OMP_NUM_THREADS": "4,2", "MKL_NUM_THREADS": "4"})),
-    ({"MKL_NUM_THREADS": "2"}, (8, "PASSIVE", "default", {"OMP_NUM_THREADS": "8", "MKL_NUM_THREADS": "2"})),
+     (3, None, "environment", {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"})),
+    ({"OMP_WAIT_POLICY": "active"},
+     (8, "active", "default", {"OMP_NUM_THREADS": "8", "MKL_NUM_THREADS": "8", "OMP_WAIT_POLICY": "active",
+                               ADAPT_VAR: "8"})),
+    ({"OMP_NUM_THREADS": "4,2"}, (4, None, "environment", {"OMP_NUM_THREADS": "4,2", "MKL_NUM_THREADS": "4"})),
+    ({"MKL_NUM_THREADS": "2"}, (8, None, "default", {"OMP_NUM_THREADS": "8", "MKL_NUM_THREADS": "2", ADAPT_VAR: "8"})),
 ])
 def test_thread_settings_follow_the_environment_then_the_defaults(eight_cores, environ, expected):
     count, policy, source, env = expected
     s = thread_settings(environ=environ)
     assert (s.threads, s.wait_policy, s.source) == (count, policy, source)
-    assert set(s.env) == {"OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY"}
-    assert env.items() <= s.env.items()
-    assert s.env["OMP_WAIT_POLICY"] == policy
+    assert s.env == env
 
 
 def test_threads_option_beats_the_environment_but_keeps_its_wait_policy(eight_cores):
     s = thread_settings(5, {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "2", "OMP_WAIT_POLICY": "ACTIVE"})
     assert (s.threads, s.source) == (5, "--threads")
-    assert s.env == {"OMP_NUM_THREADS": "5", "MKL_NUM_THREADS": "5", "OMP_WAIT_POLICY": "ACTIVE"}
+    assert s.env == {"OMP_NUM_THREADS": "5", "MKL_NUM_THREADS": "5", "OMP_WAIT_POLICY": "ACTIVE"}  # fixed: no ADAPT_VAR
     # --threads overrides a thread count OpenMP would reject, so that one is no error
     assert thread_settings(2, {"OMP_NUM_THREADS": "many"}).threads == 2
 
@@ -76,8 +79,11 @@ def test_child_env_divides_the_parents_threads_and_clean_env_drops_them(eight_co
     assert (two["OMP_NUM_THREADS"], two["MKL_NUM_THREADS"], two["OMP_WAIT_POLICY"]) == ("3", "3", "active")
     assert two["PYTHONPATH"] == "/src" and two["PATH"] == "/bin"
     assert child_env(7, {})["OMP_NUM_THREADS"] == "1"  # at least one each
-    assert child_env(1, {})["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in child_env(1, {}) and ADAPT_VAR not in two  # the user's count is fixed
+    # a count gancompress chose adapts in the children too, within their share
+    assert child_env(2, {})[ADAPT_VAR] == "4" and child_env(8, {})[ADAPT_VAR] == "1"
     assert clean_env(base) == {"PATH": "/bin"}
+    assert clean_env({ADAPT_VAR: "2", "PATH": "/bin"}) == {"PATH": "/bin"}
 
 
 @pytest.mark.parametrize("requested, device, cores, processes, expected", [
@@ -137,12 +143,14 @@ def test_entry_point_sets_openmp_variables_before_torch_loads(tmp_path):
             "status = main(sys.argv[1:])\n"
             "import torch\n"
             "print('RESULT', status, torch.get_num_threads())\n")
-    env = {**clean_env(), "PYTHONPATH": str(ROOT), "OMP_DISPLAY_ENV": "TRUE"}
+    env = {**clean_env(), "PYTHONPATH": str(ROOT), "OMP_DISPLAY_ENV": "VERBOSE"}
     # --threads after the command; 3 threads is more than this machine may have: torch follows it anyway
     proc = subprocess.run([sys.executable, "-c", code, "macs", "recipe.yaml", "--threads", "3"],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert "RESULT 7 3" in proc.stdout, proc.stderr[-2000:]
-    assert "OMP_WAIT_POLICY = 'PASSIVE'" in proc.stderr
+    # the runtime's own wait policy: threads spin a while before they sleep (the fastest alone)
+    spin = re.search(r"GOMP_SPINCOUNT = '(\d+)'", proc.stderr)
+    assert spin is not None and int(spin.group(1)) > 0, proc.stderr[-2000:]
     assert "OMP_NUM_THREADS = '3'" in proc.stderr
 
 
@@ -196,12 +204,12 @@ def test_bench_cpu_children_get_the_old_or_the_new_settings_only(tiny_raw, tmp_p
     cmd = contention._child_command(str(recipe), ["data.batch_size=1"], iters=1, warmup=0)
     envs = contention.setting_envs()
     expected = thread_env(environ=clean_env())
-    assert expected["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in expected and ADAPT_VAR in expected
 
     # two at once (one of each, to keep the test short): both are built, then timed together
     old, new = contention.run_group(cmd, [envs["old"], envs["new"]], "old and new", timeout=300)
-    assert old["env"] == {"OMP_NUM_THREADS": None, "MKL_NUM_THREADS": None, "OMP_WAIT_POLICY": None}
-    assert new["env"] == expected
+    assert old["env"] == {"OMP_NUM_THREADS": None, "MKL_NUM_THREADS": None, "OMP_WAIT_POLICY": None, ADAPT_VAR: None}
+    assert {k: v for k, v in new["env"].items() if v is not None} == expected
     assert new["threads"] == int(expected["OMP_NUM_THREADS"])
     for report in (old, new):
         assert report["seconds"] > 0 and report["data_workers"] == 0
@@ -213,7 +221,7 @@ def test_bench_cpu_command_writes_the_table_and_the_json(tiny_raw, tmp_path, mon
 
     def fake_group(cmd, envs, label, timeout):
         assert all(env == envs[0] for env in envs)
-        setting, count = ("new" if envs[0].get("OMP_WAIT_POLICY") else "old"), len(envs)
+        setting, count = ("new" if envs[0].get("OMP_NUM_THREADS") else "old"), len(envs)
         seen.append((setting, count, label))
         return [{"seconds": s, "threads": 2, "data_workers": 0, "env": {}} for s in seconds[setting, count].pop()]
 
@@ -227,7 +235,7 @@ def test_bench_cpu_command_writes_the_table_and_the_json(tiny_raw, tmp_path, mon
                             ("old", 1, "old alone"), ("old", 2, "old two at once")]
     result = json.loads(out.read_text())
     assert result["iters"] == 2 and result["settings"]["old"]["OMP_WAIT_POLICY"] is None
-    assert result["settings"]["new"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert result["settings"]["new"]["OMP_WAIT_POLICY"] is None and result["settings"]["new"][ADAPT_VAR]
     assert result["ratios"]["new_alone_vs_old_alone"] == pytest.approx(0.5)
     assert result["ratios"]["old_two_vs_alone"] == pytest.approx([3.0, 4.0])
     assert result["ratios"]["new_two_vs_alone"] == pytest.approx([1.8, 2.2])

@@ -1,5 +1,6 @@
 """Stage 3 on a shared CPU: one run alone and two at once, with torch's old thread defaults and with
-the settings gancompress now chooses (OMP_WAIT_POLICY=PASSIVE, the cores as threads), in one run.
+the settings gancompress now chooses (the cores as threads, fewer while another process keeps them
+busy: gancompress/coreshare.py), in one run.
 
 Every run is a child process started from a clean environment (no OMP_*/MKL_* variables), the new
 ones with exactly the variables the entry point would set. Prints the table of wall times and the
