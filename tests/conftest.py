@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 
-from gancompress.threads import configure
+from gancompress.threads import available_cores, configure
 
-# The settings the command line uses (the environment's OMP_NUM_THREADS, else every available core,
-# fewer while other processes keep them busy), chosen before torch loads OpenMP; the processes
-# tests start inherit them.
-configure()
+# The settings the command line uses, chosen before torch loads OpenMP; the processes tests start
+# inherit them. Under pytest-xdist (setup.cfg runs two workers) each worker takes its share of the
+# cores as a fixed count, so the workers and what they start never oversubscribe the machine;
+# run alone, a test process gets the command line's default (every core, fewer while other
+# processes keep them busy).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+configure(max(1, available_cores() // _WORKERS) if _WORKERS > 1 else None)
 
 
 TINY_PIX2PIX = {

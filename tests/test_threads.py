@@ -223,7 +223,8 @@ def test_bench_cpu_command_writes_the_table_and_the_json(tiny_raw, tmp_path, mon
         assert all(env == envs[0] for env in envs)
         setting, count = ("new" if envs[0].get("OMP_NUM_THREADS") else "old"), len(envs)
         seen.append((setting, count, label))
-        return [{"seconds": s, "threads": 2, "data_workers": 0, "env": {}} for s in seconds[setting, count].pop()]
+        return [{"seconds": s, "threads": 2, "threads_at_end": 3 - count, "data_workers": 0, "env": {}}
+                for s in seconds[setting, count].pop()]
 
     monkeypatch.setattr(contention, "run_group", fake_group)
     recipe = tmp_path / "tiny.yaml"
@@ -242,6 +243,7 @@ def test_bench_cpu_command_writes_the_table_and_the_json(tiny_raw, tmp_path, mon
     assert result["met"] == {"new_alone_vs_old_alone": True, "new_two_vs_alone": True}
     printed = capsys.readouterr().out
     assert "new alone / old alone: 0.500" in printed and "2.20x at most" in printed
+    assert "new, two at once: 1 thread(s) each at the end" in printed
 
 
 def test_progress_log_reports_about_every_tenth_with_rate_and_time_left(monkeypatch, caplog):
