@@ -113,6 +113,7 @@ class CoreShare:
         self._last = self._sample()
         self._agree = 0
         self.others = 0.0  # other processes' cores in the last interval
+        self.changes = 0  # thread count changes so far
 
     def _sample(self) -> tuple[float, int, int] | None:
         busy, own = self._read_busy(), self._read_own()
@@ -142,12 +143,16 @@ class CoreShare:
         self._agree = 0
         before, self.threads = self.threads, want
         self._set(want)
+        self.changes += 1
+        # The first drop and rise are news; later ones (a shared machine) only at debug level.
+        say = log.info if self.changes <= 2 else log.debug
         if want < before:
-            log.info("other processes keep %.1f of this process's %d cores busy: %d intra-op thread(s) instead "
+            say("other processes keep %.1f of this process's %d cores busy: %d intra-op thread(s) instead "
                      "of %d until they finish (threads waiting for a busy core slow both jobs down many times; "
                      "gancompress --threads N fixes the count)", self.others, len(self.cpus), want, before)
         else:
-            log.info("the cores are free again: back to %d intra-op thread(s)", want)
+            say("the cores are free again: back to %d intra-op thread(s)%s", want,
+                " (later changes are logged at debug level)" if self.changes == 2 else "")
         return want
 
 

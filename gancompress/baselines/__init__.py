@@ -11,7 +11,7 @@ data order (both follow the seed) and stage 3's number of iterations and learnin
   (:class:`~gancompress.stages.gan.GANStage`). No teacher.
 - ``small-distill``: the same uniform net, from the same initial weights, as the student of GCC's
   stage 3 (:func:`~gancompress.pipeline.make_distill_stage`: the recipe's student discriminator,
-  distillation terms and online teacher); no pruning.
+  distillation terms and teacher); no pruning.
 - ``pruned-finetune``: the pruned architecture of the seed's stage 2, from the initial weights
   the gcc row's student starts from (re-initialised, or the pruned weights with
   ``prune.inherit_weights``), trained like small-scratch: GAN loss and task loss against a plain

@@ -171,8 +171,8 @@ ROWS: dict[str, Row] = {
     "small-distill": Row(
         "small net, distilled (GCC stage 3)",
         "the same uniform net from the same initial weights, as the student of GCC's stage 3 (the recipe's "
-        "student discriminator, distillation terms and online teacher) for stage 3's iterations; its teacher "
-        "is trained as the gcc row's (distill.teacher), from the same initial weights", train_small_distill,
+        "student discriminator, distillation terms and teacher) for stage 3's iterations; its teacher is "
+        "the gcc row's (trained in stage 3 or frozen, as distill.teacher sets), from the same initial weights", train_small_distill,
         "distill"),
     "pruned-finetune": Row(
         "pruned net, no distillation",
@@ -182,8 +182,8 @@ ROWS: dict[str, Row] = {
         train_pruned_finetune, "gan"),
     "gcc": Row(
         "GCC (prune + distil)",
-        "the whole pipeline (gancompress compress): sparse model, pruning to the budget, GCC's stage 3 with its "
-        "online teacher, export", train_gcc, "distill"),
+        "the whole pipeline (gancompress compress): sparse model, pruning to the budget, GCC's stage 3 with "
+        "its teacher (trained alongside or frozen, as distill.teacher sets), export", train_gcc, "distill"),
 }
 
 #: Run order within a seed: gcc first, since it leaves the stages the others share.

@@ -19,13 +19,14 @@ DEMO_FAMILIES = ("pix2pix", "cyclegan", "sagan", "srgan")
 #: Recipe overrides of the demo rows, on every device: short enough that the eight demo rows fit
 #: the budget on one GPU. The CPU reference ranges (:data:`REFERENCE`) were made with these, on
 #: the demo recipes as they were then: the settings the recipes have changed since (the Pix2Pix
-#: student width, weights, teacher and gammas; SRGAN's D) are pinned here to those values, so the
-#: ranges stay the reference of exactly what the rows run.
+#: and CycleGAN student widths, weights and teachers, Pix2Pix's gammas, SRGAN's D) are pinned here
+#: to those values, so the ranges stay the reference of exactly what the rows run.
 DEMO_SHORT: dict[str, dict[str, object]] = {
     "pix2pix": {"sparse.epochs": 3, "distill.epochs_const": 8, "distill.epochs_decay": 8,
                 "model.ngf_student": 12, "prune.inherit_weights": False, "distill.teacher": "scratch",
                 "distill.gamma_m": 50.0, "distill.gamma_t": 1.0e4},
-    "cyclegan": {"sparse.epochs": 2, "distill.epochs_const": 6, "distill.epochs_decay": 6},
+    "cyclegan": {"sparse.epochs": 2, "distill.epochs_const": 6, "distill.epochs_decay": 6,
+                 "model.ngf_student": 12, "prune.inherit_weights": False, "distill.teacher": "scratch"},
     "sagan": {},  # the demo is already short: 2 + 5 epochs
     "srgan": {"train.pretrain_epochs": 20, "distill.epochs_const": 5, "distill.epochs_decay": 5,
               "model.d_blocks": 6, "model.d_fc": 64},
