@@ -148,8 +148,8 @@ class CoreShare:
         say = log.info if self.changes <= 2 else log.debug
         if want < before:
             say("other processes keep %.1f of this process's %d cores busy: %d intra-op thread(s) instead "
-                     "of %d until they finish (threads waiting for a busy core slow both jobs down many times; "
-                     "gancompress --threads N fixes the count)", self.others, len(self.cpus), want, before)
+                "of %d until they finish (threads waiting for a busy core slow both jobs down many times; "
+                "gancompress --threads N fixes the count)", self.others, len(self.cpus), want, before)
         else:
             say("the cores are free again: back to %d intra-op thread(s)%s", want,
                 " (later changes are logged at debug level)" if self.changes == 2 else "")
