@@ -160,7 +160,8 @@ def core_share(environ: dict[str, str] | None = None) -> CoreShare | None:
     """A :class:`CoreShare` for this process, or None where it does not apply.
 
     None when gancompress did not choose the thread count (:data:`ADAPT_VAR` unset: the user
-    fixed it), when it chose one thread anyway, or without Linux's ``/proc``. A later stage's
+    fixed it), when it chose one thread anyway, or without Linux's ``/proc`` (and its per-task
+    ``children`` lists). A later stage's
     instance starts from the count the previous one left.
     """
     environ = os.environ if environ is None else environ
@@ -169,7 +170,9 @@ def core_share(environ: dict[str, str] | None = None) -> CoreShare | None:
     if limit < 2 or not hasattr(os, "sched_getaffinity"):
         return None
     cpus = set(os.sched_getaffinity(0))
-    if own_ticks() is None or machine_ticks(cpus) is None:
+    # Without /proc/<pid>/task/<tid>/children (a kernel built without it) our DataLoader workers
+    # would count as other processes: then the count stays fixed.
+    if own_ticks() is None or machine_ticks(cpus) is None or not glob.glob("/proc/self/task/*/children"):
         return None
     import torch
 

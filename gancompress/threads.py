@@ -3,7 +3,7 @@
 torch runs CPU work on an OpenMP thread pool of one thread per core whose threads *spin* for a
 while after each parallel region before they sleep. Alone, that is the fastest setting; two such
 jobs on the same cores steal each other's time slices (on a busy 2-core machine a small conv net
-trained about 12 times slower). Threads that sleep at once (``OMP_WAIT_POLICY=PASSIVE``) share
+trained 12 to 17 times slower). Threads that sleep at once (``OMP_WAIT_POLICY=PASSIVE``) share
 well but made a lone Pix2Pix demo run about 14 % slower, and one thread about as much (README,
 Results). So the wait policy stays the runtime's own and the *count* adapts: where gancompress
 chose it, the training loops lower it while other processes keep the cores busy and raise it

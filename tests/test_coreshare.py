@@ -104,6 +104,9 @@ def test_core_share_only_where_gancompress_chose_the_count(monkeypatch):
         assert share is not None and share.limit == 2 and share.cpus == set(os.sched_getaffinity(0))
     else:
         assert share is None
+    # a kernel without per-task children lists could not tell our DataLoader workers from others
+    monkeypatch.setattr(coreshare.glob, "glob", lambda pattern: [])
+    assert core_share({ADAPT_VAR: "2"}) is None
 
 
 def test_proc_readers_parse_stat_lines():
