@@ -17,7 +17,8 @@ Precedence, for each setting on its own:
 2. otherwise the environment's ``OMP_NUM_THREADS`` / ``OMP_WAIT_POLICY`` / ``MKL_NUM_THREADS``,
    where the user (or a parent process) set them (a count from there is fixed too);
 3. otherwise our defaults: the wait policy the OpenMP runtime has by default (not set); threads =
-   the cores this process may run on (``os.sched_getaffinity``) divided by the processes torchrun
+   the cores this process may run on (``os.sched_getaffinity``, capped by a cgroup v2 CPU quota)
+   divided by the processes torchrun
    started on this node (``LOCAL_WORLD_SIZE``), at least 1, adapting to the load
    (:data:`ADAPT_VAR` carries that limit to the training loop);
    ``MKL_NUM_THREADS`` = the thread count.
@@ -72,12 +73,29 @@ class ThreadSettings:
     env: dict[str, str]
 
 
-def available_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` where there is none)."""
+#: cgroup v2's CPU quota of this process's group (containers, CI runners, systemd slices).
+CPU_MAX = "/sys/fs/cgroup/cpu.max"
+
+
+def cpu_quota(path: str | None = None) -> int | None:
+    """Whole cores the cgroup quota allows (``cpu.max``: 'QUOTA PERIOD', rounded up), None without one."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        with open(path or CPU_MAX) as f:
+            quota, _, period = f.read().strip().partition(" ")
+        return max(1, -(-int(quota) // int(period or 100000)))
+    except (OSError, ValueError, ZeroDivisionError):  # no file, or 'max': no quota
+        return None
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask (``os.cpu_count()`` where there is
+    none), capped by a cgroup CPU quota (a container given 2 CPUs of a 64-core host gets 2)."""
+    try:
+        cores = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    quota = cpu_quota()
+    return min(cores, quota) if quota else cores
 
 
 def local_processes(environ: Mapping[str, str] | None = None) -> int:

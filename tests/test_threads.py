@@ -258,3 +258,15 @@ def test_progress_log_reports_about_every_tenth_with_rate_and_time_left(monkeypa
     assert len(lines) == 10
     assert lines[0].startswith("stage 'distill' epoch 2: step 10/100 (10 %)") and "it/s, about" in lines[0]
     assert lines[-1].startswith("stage 'distill' epoch 11: step 100/100 (100 %)") and "about 0 min 00 s left" in lines[-1]
+
+
+@pytest.mark.parametrize("text, cores", [("200000 100000", 2), ("150000 100000", 2), ("50000 100000", 1),
+                                         ("max 100000", None), ("", None), ("lots", None)])
+def test_a_cgroup_quota_caps_the_cores(tmp_path, monkeypatch, text, cores):
+    path = tmp_path / "cpu.max"
+    path.write_text(text + "\n")
+    assert threads.cpu_quota(str(path)) == cores
+    assert threads.cpu_quota(str(tmp_path / "missing")) is None
+    monkeypatch.setattr(threads, "CPU_MAX", str(path))
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert threads.available_cores() == (cores or 64)
