@@ -262,7 +262,7 @@ def format_table(result: dict) -> str:
                      f"{', '.join(f'{r:.2f}x' for r in ratios[f'{s}_two_vs_alone']):>16}")
     for s in SETTINGS:
         lines.append(f"  {s}: {env_text(s)}")
-    ends = sorted({r.get("threads_at_end", r["threads"]) for g in result["runs"]["new"]["two_at_once"] for r in g})
+    ends = sorted({r["threads_at_end"] for g in result["runs"]["new"]["two_at_once"] for r in g})
     lines.append(f"  new, two at once: {'/'.join(map(str, ends))} thread(s) each at the end of the timed loops")
     met = result["met"]
     lines.append(f"new alone / old alone: {ratios['new_alone_vs_old_alone']:.3f} "

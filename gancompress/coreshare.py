@@ -169,11 +169,11 @@ def core_share(environ: dict[str, str] | None = None) -> CoreShare | None:
     limit = int(text) if text.isdigit() else 0
     if limit < 2 or not hasattr(os, "sched_getaffinity"):
         return None
-    cpus = set(os.sched_getaffinity(0))
-    # Without /proc/<pid>/task/<tid>/children (a kernel built without it) our DataLoader workers
-    # would count as other processes: then the count stays fixed.
-    if own_ticks() is None or machine_ticks(cpus) is None or not glob.glob("/proc/self/task/*/children"):
+    # Without /proc/<pid>/task/<tid>/children (a kernel built without it, or no /proc at all) our
+    # DataLoader workers would count as other processes: then the count stays fixed.
+    if not glob.glob("/proc/self/task/*/children"):
         return None
+    cpus = set(os.sched_getaffinity(0))
     import torch
 
     return CoreShare(limit, torch.get_num_threads(), cpus, lambda: machine_ticks(cpus), own_ticks,

@@ -18,9 +18,8 @@ Precedence, for each setting on its own:
    where the user (or a parent process) set them (a count from there is fixed too);
 3. otherwise our defaults: the wait policy the OpenMP runtime has by default (not set); threads =
    the cores this process may run on (``os.sched_getaffinity``, capped by a cgroup v2 CPU quota)
-   divided by the processes torchrun
-   started on this node (``LOCAL_WORLD_SIZE``), at least 1, adapting to the load
-   (:data:`ADAPT_VAR` carries that limit to the training loop);
+   divided by the processes torchrun started on this node (``LOCAL_WORLD_SIZE``), at least 1,
+   adapting to the load (:data:`ADAPT_VAR` carries that limit to the training loop);
    ``MKL_NUM_THREADS`` = the thread count.
 
 Note that torchrun itself sets ``OMP_NUM_THREADS=1`` for its processes when the variable is unset
@@ -44,8 +43,8 @@ ADAPT_VAR = "GANCOMPRESS_ADAPT_THREADS"
 WAIT_POLICIES = ("ACTIVE", "PASSIVE")
 #: Variables that change how a process's threads are made or wait (removed by :func:`clean_env`).
 _THREADING_PREFIXES = ("OMP_", "GOMP_", "KMP_")
-_THREADING_NAMES = (ADAPT_VAR, "MKL_NUM_THREADS", "MKL_DYNAMIC", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-                    "VECLIB_MAXIMUM_THREADS")
+_THREADING_NAMES = (ADAPT_VAR, "MKL_NUM_THREADS", "MKL_DYNAMIC", "OPENBLAS_NUM_THREADS",
+                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 #: torchrun's variables; a process that has them divides the cores with its siblings.
 _LAUNCH_NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
                  "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -166,7 +165,9 @@ def thread_settings(threads: int | None = None, environ: Mapping[str, str] | Non
     if mkl:
         _env_threads(mkl, "MKL_NUM_THREADS")
     env = {"OMP_NUM_THREADS": omp, "MKL_NUM_THREADS": mkl or str(count), **kept}
-    if source == "default":
+    # A default count adapts; so does one inherited from a parent gancompress process that chose it
+    # (its mark still names the count); any other count is the user's and stays fixed.
+    if source == "default" or environ.get(ADAPT_VAR) == omp:
         env[ADAPT_VAR] = str(count)
     return ThreadSettings(count, policy, source, env)
 
@@ -191,10 +192,8 @@ def configure(threads: int | None = None, *, torch_threads: bool = True) -> Thre
         ThreadsError: a thread setting in the environment that OpenMP would not understand.
     """
     settings = thread_settings(threads)
-    adapt = os.environ.get(ADAPT_VAR)
     os.environ.update(settings.env)
-    # A count inherited from a parent gancompress process keeps adapting; any other fixed one does not.
-    if settings.source != "default" and not (settings.source == "environment" and adapt == str(settings.threads)):
+    if ADAPT_VAR not in settings.env:  # a fixed count: drop a mark that no longer applies
         os.environ.pop(ADAPT_VAR, None)
     if torch_threads:
         import torch
@@ -220,8 +219,10 @@ def child_env(processes: int = 1, base: Mapping[str, str] | None = None, **extra
     settings = thread_settings(environ=base)
     each = str(max(1, settings.threads // max(1, processes)))
     env = {**base, **settings.env, "OMP_NUM_THREADS": each, "MKL_NUM_THREADS": each, **extra}
-    if ADAPT_VAR in env:
+    if ADAPT_VAR in settings.env:
         env[ADAPT_VAR] = each
+    else:
+        env.pop(ADAPT_VAR, None)
     return env
 
 

@@ -172,8 +172,8 @@ ROWS: dict[str, Row] = {
         "small net, distilled (GCC stage 3)",
         "the same uniform net from the same initial weights, as the student of GCC's stage 3 (the recipe's "
         "student discriminator, distillation terms and teacher) for stage 3's iterations; its teacher is "
-        "the gcc row's (trained in stage 3 or frozen, as distill.teacher sets), from the same initial weights", train_small_distill,
-        "distill"),
+        "the gcc row's (trained in stage 3 or frozen, as distill.teacher sets), from the same initial weights",
+        train_small_distill, "distill"),
     "pruned-finetune": Row(
         "pruned net, no distillation",
         "the pruned architecture of the seed's stage 2, from the gcc student's initial weights (re-initialised, "
