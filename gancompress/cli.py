@@ -48,14 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # The OpenMP runtime reads OMP_WAIT_POLICY once, when torch loads it: choose the thread
     # settings before anything below imports torch (see gancompress/threads.py).
-    from .threads import ThreadsError, configure
+    from .system.threads import ThreadsError, configure
 
     try:
         configure(args.threads)
     except ThreadsError as exc:
         print(f"gancompress: error: {exc}", file=sys.stderr)
         return 2
-    from .distributed import RankStoppedError, launch_env
+    from .system.distributed import RankStoppedError, launch_env
 
     launch = None
     try:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from gancompress.threads import available_cores, configure
+from gancompress.system.threads import available_cores, configure
 
 # The settings the command line uses, chosen before torch loads OpenMP; the processes tests start
 # inherit them. Under pytest-xdist (setup.cfg runs two workers) each worker takes its share of the
@@ -35,7 +35,7 @@ TINY_PIX2PIX = {
 @pytest.fixture(scope="session")
 def aligned_root(tmp_path_factory):
     """A tiny aligned dataset (label map | photo) made from scikit-image's photos."""
-    from gancompress.data.demo import make_pix2pix_demo
+    from gancompress.demo.makers import make_pix2pix_demo
 
     root = tmp_path_factory.mktemp("aligned")
     make_pix2pix_demo(root, n_train=8, n_val=4, size=32, seed=0, segmenter_epochs=0)
@@ -52,6 +52,6 @@ def tiny_raw(aligned_root):
 
 @pytest.fixture
 def tiny_recipe(tiny_raw):
-    from gancompress.recipe import recipe_from_dict
+    from gancompress.families.recipe import recipe_from_dict
 
     return recipe_from_dict(tiny_raw, "tiny.yaml")

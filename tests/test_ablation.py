@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gancompress.ablation import (
+from gancompress.errors import GanCompressError, RecipeError
+from gancompress.experiments.ablation import (
     dmd_on_rate,
     markdown_table,
     resolve_variants,
@@ -17,7 +18,6 @@ from gancompress.ablation import (
     variant_dir,
     variant_overrides,
 )
-from gancompress.errors import GanCompressError, RecipeError
 
 ROOT = Path(__file__).resolve().parents[1]
 

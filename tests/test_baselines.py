@@ -6,20 +6,20 @@ import pytest
 import torch
 import yaml
 
-import gancompress.baselines.rows as baselines
-import gancompress.evaluate as evaluate
-import gancompress.pipeline as pipeline
-from gancompress.baselines import run_baselines
-from gancompress.baselines.report import markdown_table, summarise
-from gancompress.baselines.rows import TEACHER_ROW, resolve_rows
-from gancompress.benchmark import nearest_uniform_width
+import gancompress.experiments.baselines.rows as baselines
+import gancompress.run.evaluate as evaluate
+import gancompress.run.pipeline as pipeline
 from gancompress.cli import main
 from gancompress.errors import RecipeError
-from gancompress.export import load_generator
+from gancompress.experiments.baselines import run_baselines
+from gancompress.experiments.baselines.report import markdown_table, summarise
+from gancompress.experiments.baselines.rows import TEACHER_ROW, resolve_rows
+from gancompress.experiments.benchmark import nearest_uniform_width
+from gancompress.experiments.seeds import Spread, compare, differs, seed_schedule, within_std
+from gancompress.export.generator import load_generator
 from gancompress.families import get_family
+from gancompress.families.recipe import load_recipe
 from gancompress.metrics.macs import count_macs
-from gancompress.recipe import load_recipe
-from gancompress.seeds import Spread, compare, differs, seed_schedule, within_std
 
 # --- the spread rule ------------------------------------------------------------------------------
 
@@ -237,8 +237,8 @@ def test_every_row_two_seeds_shared_stages_once_and_resume(tiny_raw, tmp_path, m
 
 
 def test_small_nets_get_the_generator_pretraining_the_gcc_student_gets(tiny_raw):
-    from gancompress.baselines.rows import small_pretrain_epochs
-    from gancompress.recipe import recipe_from_dict
+    from gancompress.experiments.baselines.rows import small_pretrain_epochs
+    from gancompress.families.recipe import recipe_from_dict
 
     def epochs(*over):
         return small_pretrain_epochs(recipe_from_dict(tiny_raw, "tiny.yaml", list(over)))

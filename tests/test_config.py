@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gancompress.config import Budget
+from gancompress.config.sections import Budget
 from gancompress.errors import RecipeError
-from gancompress.recipe import load_recipe, recipe_from_dict
-from gancompress.threads import child_env
+from gancompress.families.recipe import load_recipe, recipe_from_dict
+from gancompress.system.threads import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 

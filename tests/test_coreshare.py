@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from gancompress import coreshare
-from gancompress.coreshare import CoreShare, busy_ticks, core_share, process_ticks
-from gancompress.threads import ADAPT_VAR, configure
+from gancompress.system import coreshare
+from gancompress.system.coreshare import CoreShare, busy_ticks, core_share, process_ticks
+from gancompress.system.threads import ADAPT_VAR, configure
 
 TICKS = 100  # per second
 
@@ -48,7 +48,7 @@ def run(machine: FakeMachine, share: CoreShare, seconds: list[tuple[float, float
 def test_drops_to_the_cores_left_while_others_are_busy_and_comes_back_after_they_stop(caplog):
     m = FakeMachine()
     share = m.share()
-    with caplog.at_level(logging.INFO, logger="gancompress.coreshare"):
+    with caplog.at_level(logging.INFO, logger="gancompress.system.coreshare"):
         counts = run(m, share, [(2.0, 0.0)] * 3 + [(1.0, 1.0)] * 4 + [(1.0, 0.0)] * 7)
     # alone: 2; another job takes a core: 1 at the first sample that sees it; it stops: 2 after six
     # quiet samples in a row
@@ -59,7 +59,7 @@ def test_drops_to_the_cores_left_while_others_are_busy_and_comes_back_after_they
     assert "1.0 of this process's 2 cores busy" in messages[0] and "gancompress --threads N" in messages[0]
     assert "back to 2" in messages[1] and "later changes are logged at debug level" in messages[1]
     # on a shared machine the count may change often: only the first drop and rise are logged
-    with caplog.at_level(logging.INFO, logger="gancompress.coreshare"):
+    with caplog.at_level(logging.INFO, logger="gancompress.system.coreshare"):
         run(m, share, ([(1.0, 1.0)] + [(1.0, 0.0)] * 6) * 3)
     assert m.applied == [1, 2] * 4 and len(caplog.records) == 2
 

@@ -6,10 +6,10 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from gancompress.method.layer_pruners import CUSTOM_PRUNERS, CUSTOM_ROOT_TYPES
 from gancompress.nets.resnet import MobileResnetGenerator, ResnetGenerator
 from gancompress.nets.sagan import SAGANGenerator, restore_spectral_norm, strip_spectral_norm
 from gancompress.nets.srresnet import SRResNet, SubPixelBlock
-from gancompress.pruners import CUSTOM_PRUNERS, CUSTOM_ROOT_TYPES
 
 ROOTS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, *CUSTOM_ROOT_TYPES)
 IDXS = [1, 4, 6]

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gancompress.detector import (
+from gancompress.errors import CheckpointError, MissingFileError
+from gancompress.method.classifier import (
     RealFakeClassifier,
     classifier_guidance,
     fool_loss,
@@ -17,7 +18,6 @@ from gancompress.detector import (
     save_classifier,
     train_classifier,
 )
-from gancompress.errors import CheckpointError, MissingFileError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,8 +134,8 @@ def _detect(*argv: str) -> int:
 @pytest.fixture
 def run_dir(tmp_path, tiny_recipe):
     """A run folder holding the tiny pix2pix recipe and an (untrained) teacher generator."""
-    from gancompress.config import dump_recipe
-    from gancompress.export import save_generator
+    from gancompress.config.sections import dump_recipe
+    from gancompress.export.generator import save_generator
     from gancompress.families import get_family
 
     run = tmp_path / "run"

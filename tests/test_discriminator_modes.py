@@ -2,12 +2,12 @@
 import pytest
 import torch
 
-from gancompress.discriminators.dmd import DMDDiscriminator, find_dmd
-from gancompress.discriminators.selective import SelectiveDiscriminator
 from gancompress.errors import MissingFileError, RecipeError
 from gancompress.families import get_family
-from gancompress.pipeline import make_distill_stage
-from gancompress.recipe import recipe_from_dict
+from gancompress.families.recipe import recipe_from_dict
+from gancompress.method.discriminators.dmd import DMDDiscriminator, find_dmd
+from gancompress.method.discriminators.selective import SelectiveDiscriminator
+from gancompress.run.pipeline import make_distill_stage
 
 CPU = torch.device("cpu")
 
@@ -102,7 +102,7 @@ def test_glead_trains_its_decoder_and_leaves_the_generator_loss_alone(tiny_raw):
 
 
 def _classifier_file(path, generator):
-    from gancompress.detector import RealFakeClassifier, save_classifier
+    from gancompress.method.classifier import RealFakeClassifier, save_classifier
 
     torch.manual_seed(0)
     return str(save_classifier(path, RealFakeClassifier(3, width=4), {"generator": generator}))
@@ -132,7 +132,7 @@ def test_classifier_for_another_generator_is_refused(tiny_raw, tmp_path):
     (["classifier.paths=[nowhere/c.pt]"], MissingFileError, "nowhere/c.pt: classifier file not found"),
 ])
 def test_stage3_mistakes_stop_before_stage1_trains(tiny_raw, tmp_path, overrides, error, message):
-    from gancompress.pipeline import compress
+    from gancompress.run.pipeline import compress
 
     recipe = recipe_from_dict(tiny_raw, "tiny.yaml", overrides)
     with pytest.raises(error, match=message):

@@ -20,7 +20,7 @@ import yaml
 from conftest import TINY_PIX2PIX
 from torch import nn
 
-from gancompress.threads import child_env
+from gancompress.system.threads import child_env
 
 DEADLINE_S = 240  # a hang (a rank left waiting at a collective) fails the test instead of blocking it
 
@@ -106,9 +106,10 @@ def _worker(rank: int, port: int, tmp: str, raw: dict) -> None:
     # The two ranks share the test run's threads (the parent only waits); cli.main keeps them.
     os.environ.update(child_env(processes=2))
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    from gancompress import distributed, pipeline
     from gancompress.cli import main
-    from gancompress.recipe import recipe_from_dict
+    from gancompress.families.recipe import recipe_from_dict
+    from gancompress.run import pipeline
+    from gancompress.system import distributed
 
     writes: list[str] = []
     if rank != 0:

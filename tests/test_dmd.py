@@ -4,8 +4,8 @@ import copy
 import pytest
 import torch
 
-from gancompress.discriminators.dmd import DMDDiscriminator, DMDSchedule, retardation, widen_head
 from gancompress.errors import RecipeError
+from gancompress.method.discriminators.dmd import DMDDiscriminator, DMDSchedule, retardation, widen_head
 from gancompress.nets.patchgan import PatchDiscriminator
 from gancompress.nets.srresnet import SRDiscriminator
 
@@ -284,8 +284,8 @@ def test_unknown_measure_and_schedule_are_recipe_errors():
 def test_recipe_keys_reach_the_wrapper_and_the_schedule(tiny_raw):
     from types import SimpleNamespace
 
-    from gancompress.discriminators.modes import make_mode
-    from gancompress.recipe import recipe_from_dict
+    from gancompress.families.recipe import recipe_from_dict
+    from gancompress.method.discriminators.modes import make_mode
 
     recipe = recipe_from_dict(tiny_raw, "tiny.yaml", ["discriminator.mode=dmd", "discriminator.dmd.measure=output",
                                                       "discriminator.dmd.schedule=random",

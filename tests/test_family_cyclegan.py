@@ -11,17 +11,17 @@ import pytest
 import torch
 from torch import nn
 
-from gancompress.data.demo_cyclegan import make_cyclegan_demo
 from gancompress.data.unaligned import DomainDataset, UnalignedDataset
+from gancompress.demo.cyclegan import make_cyclegan_demo
 from gancompress.errors import DataError, RecipeError
 from gancompress.families import get_family
 from gancompress.families.cyclegan import ImagePool
+from gancompress.families.recipe import recipe_from_dict
+from gancompress.files.rundir import RunDir
+from gancompress.method.pruning import prune_to_budget
 from gancompress.metrics.macs import count_macs
-from gancompress.pipeline import compress, make_distill_stage, make_sparse_stage, run_prune
-from gancompress.prune import prune_to_budget
-from gancompress.recipe import recipe_from_dict
-from gancompress.rundir import RunDir
-from gancompress.train import train_stage
+from gancompress.run.pipeline import compress, make_distill_stage, make_sparse_stage, run_prune
+from gancompress.run.train import train_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -272,7 +272,7 @@ def _features(gen, x):
 def test_distillation_uses_the_main_pass_not_the_cycle_pass(raw, monkeypatch):
     """The cycle and identity terms run each generator again; the taps must keep G(x)'s features,
     for the student and for the teacher."""
-    import gancompress.stages.distill as stages
+    import gancompress.run.stages.distill as stages
 
     family, stage, batch, batch2 = _stage(raw)
     inputs = family.generator_inputs(batch)

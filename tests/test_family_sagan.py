@@ -10,15 +10,15 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from gancompress.errors import DataError
-from gancompress.export import export_torchscript, load_generator
+from gancompress.export.generator import export_torchscript, load_generator
 from gancompress.families import get_family
-from gancompress.layers import CONV_TYPES
+from gancompress.families.recipe import load_recipe
+from gancompress.method.pruning import layer_widths, prune_to_budget, score_groups
+from gancompress.method.sparsity import penalised_parameters
 from gancompress.metrics.macs import count_macs
+from gancompress.nets.layers import CONV_TYPES
 from gancompress.nets.sagan import SelfAttention
-from gancompress.pipeline import compress, make_distill_stage
-from gancompress.prune import layer_widths, prune_to_budget, score_groups
-from gancompress.recipe import load_recipe
-from gancompress.sparsity import penalised_parameters
+from gancompress.run.pipeline import compress, make_distill_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 CELEBA = ROOT / "recipes" / "sagan_celeba.yaml"
@@ -28,7 +28,7 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory):
     """12 LFW faces and 4 astronaut crops, 64x64 PNGs in one flat folder (the demo's maker)."""
-    from gancompress.data.demo_sagan import make_sagan_demo
+    from gancompress.demo.sagan import make_sagan_demo
 
     return make_sagan_demo(tmp_path_factory.mktemp("faces"), n_lfw=12, n_astronaut=4, feature_epochs=0)
 

@@ -10,17 +10,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gancompress import losses
 from gancompress.data.sr import SRDataset, bicubic_upscale, downscale
 from gancompress.errors import DataError, MissingFileError, RecipeError
 from gancompress.families import get_family
+from gancompress.families.recipe import recipe_from_dict
+from gancompress.method import losses
 from gancompress.metrics.macs import count_macs
 from gancompress.nets.srresnet import SRDiscriminator
-from gancompress.optim import Precision
-from gancompress.pipeline import compress
-from gancompress.recipe import recipe_from_dict
-from gancompress.stages import GANUpdate
-from gancompress.vgg import WEIGHTS_FILE, VGGFeatures, vgg19_layer_names
+from gancompress.nets.vgg import WEIGHTS_FILE, VGGFeatures, vgg19_layer_names
+from gancompress.run.pipeline import compress
+from gancompress.run.stages import GANUpdate
+from gancompress.system.optim import Precision
 
 TINY_SRGAN = {
     "name": "tiny_srgan",
@@ -42,7 +42,7 @@ TINY_SRGAN = {
 @pytest.fixture(scope="module")
 def sr_root(tmp_path_factory):
     """8 HR training images of 64 px, 4 held-out evaluation images of 48 px (scikit-image photos)."""
-    from gancompress.data.demo_srgan import make_srgan_demo
+    from gancompress.demo.srgan import make_srgan_demo
 
     root = tmp_path_factory.mktemp("sr")
     make_srgan_demo(root, n_train=8, size=64, eval_size=48)
@@ -247,7 +247,7 @@ def test_recipe_builds_the_gcc_discriminator_with_d_fc_zero(sr_root):
 
 
 def test_step_schedule_is_gccs_steplr_and_linear_stays_the_default():
-    from gancompress.optim import schedule_factor
+    from gancompress.system.optim import schedule_factor
 
     step = [schedule_factor("step", e, const=15, decay=15) for e in range(30)]
     assert step == [1.0] * 15 + [pytest.approx(0.1)] * 15  # lr 1e-4, then 1e-5 (GCC's SRGAN)
@@ -266,7 +266,7 @@ def test_step_schedule_is_gccs_steplr_and_linear_stays_the_default():
 
 @pytest.mark.usefixtures("one_thread")
 def test_distill_stage_follows_the_recipes_schedule(sr_root):
-    from gancompress.pipeline import make_distill_stage
+    from gancompress.run.pipeline import make_distill_stage
 
     def lrs(*overrides):
         recipe = recipe_from_dict(_raw(sr_root), "tiny_srgan.yaml", list(overrides))

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from gancompress.families import get_family
-from gancompress.fast_infer import FastGenerator
+from gancompress.families.recipe import load_recipe
 from gancompress.metrics.macs import count_macs
-from gancompress.recipe import load_recipe
+from gancompress.system.fast_infer import FastGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def test_on_the_cpu_every_mode_falls_back_to_eager_and_stays_in_eval():
 
 @pytest.mark.slow
 def test_nearest_uniform_width_is_the_nearest_of_all_widths():
-    from gancompress import benchmark as bench
+    from gancompress.experiments import benchmark as bench
     family = _family("cyclegan")
     example = family.example_input("AtoB", 1)
     macs = {w: count_macs(family.build_generator("AtoB", w), example).complete for w in range(1, 17)}

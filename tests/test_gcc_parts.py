@@ -2,8 +2,8 @@ import math
 
 import torch
 
-from gancompress import coordination, losses
-from gancompress.discriminators.selective import SelectiveDiscriminator, straight_through_mask
+from gancompress.method import coordination, losses
+from gancompress.method.discriminators.selective import SelectiveDiscriminator, straight_through_mask
 from gancompress.nets.patchgan import PatchDiscriminator
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from gancompress.discriminators.glead import (
+from gancompress.errors import GanCompressError
+from gancompress.method.discriminators.glead import (
     GLeaDDecoder,
     GLeaDUnsupported,
     generator_tail,
@@ -17,15 +18,14 @@ from gancompress.discriminators.glead import (
     reconstruction_loss,
     tail_input_shape,
 )
-from gancompress.distill import FeatureTap, tap_channels
-from gancompress.errors import GanCompressError
+from gancompress.method.pruning import prune_to_budget
+from gancompress.method.taps import FeatureTap, tap_channels
 from gancompress.metrics.macs import count_macs
 from gancompress.nets.patchgan import PatchDiscriminator
 from gancompress.nets.resnet import MobileResnetGenerator, ResnetGenerator
 from gancompress.nets.sagan import SAGANGenerator
 from gancompress.nets.srresnet import SRResNet
 from gancompress.nets.unet import UnetGenerator
-from gancompress.prune import prune_to_budget
 
 
 @functools.lru_cache(maxsize=1)
@@ -248,7 +248,7 @@ FAMILY_RAWS = {
 def test_every_family_generator_has_a_measurable_tail(family_name):
     """The generators the families build (not only the nets above) support GLeaD."""
     from gancompress.families import get_family
-    from gancompress.recipe import recipe_from_dict
+    from gancompress.families.recipe import recipe_from_dict
 
     recipe = recipe_from_dict({"name": "t", "family": family_name, **FAMILY_RAWS[family_name]})
     family = get_family(family_name)(recipe)

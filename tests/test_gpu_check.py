@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gancompress import gpu_check as gc
 from gancompress.cli import main
 from gancompress.errors import GanCompressError
+from gancompress.experiments import gpu_check as gc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def test_last_meaningful_line_finds_the_cause():
 
 
 def test_stage_rate_leaves_out_the_first_interval_and_the_projection_adds_up(tmp_path):
-    from gancompress.recipe import load_recipe
+    from gancompress.families.recipe import load_recipe
 
     records = [{"stage": "sparse", "step": 32, "seconds": 5.0}, {"stage": "sparse", "step": 64, "seconds": 6.0},
                {"stage": "sparse", "step": 96, "seconds": 7.0}, {"stage": "distill", "step": 10, "seconds": 9.0},

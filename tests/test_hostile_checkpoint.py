@@ -11,9 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from gancompress import checkpoint
 from gancompress.errors import CheckpointError, GanCompressError
-from gancompress.finite import NonFiniteWeightsError, check_finite, first_non_finite, reset_running_stats
+from gancompress.files import checkpoint
+from gancompress.system.finite import (
+    NonFiniteWeightsError,
+    check_finite,
+    first_non_finite,
+    reset_running_stats,
+)
 
 
 def _net() -> nn.Module:
@@ -94,7 +99,7 @@ def test_latest_readable_steps_back_over_empty_truncated_and_non_finite(tmp_path
     (tmp_path / "sparse-000000008.pt").write_bytes(b"")
     (tmp_path / "sparse-backup.pt").write_bytes(b"junk")  # not a rolling checkpoint: ignored
     assert checkpoint.latest(tmp_path, "sparse").name == "sparse-000000008.pt"  # what resume used
-    with caplog.at_level(logging.WARNING, logger="gancompress.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="gancompress.files.checkpoint"):
         assert checkpoint.latest_readable(tmp_path, "sparse") == good
     text = caplog.text
     assert "sparse-000000008.pt: not a readable checkpoint (the file is empty" in text

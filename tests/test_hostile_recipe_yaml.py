@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gancompress import recipe_yaml
+from gancompress.config import reader as recipe_yaml
+from gancompress.config.reader import MAX_BYTES, parse_override_value, read_recipe_yaml
 from gancompress.errors import RecipeError
-from gancompress.recipe_yaml import MAX_BYTES, parse_override_value, read_recipe_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,7 +137,7 @@ def test_missing_path_and_folder_are_recipe_errors(tmp_path):
 
 
 def test_every_shipped_recipe_reads_as_plain_pyyaml_reads_it():
-    from gancompress.recipe import recipe_from_dict
+    from gancompress.families.recipe import recipe_from_dict
 
     recipes = sorted((ROOT / "recipes").rglob("*.yaml"))
     assert recipes

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gancompress.errors import GanCompressError
-from gancompress.runlock import RunLock, read_holder
+from gancompress.files.runlock import RunLock, read_holder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # on stdout, then sleeps until killed.
 HOLDER = """
 import os, sys, time
-from gancompress.runlock import RunLock
+from gancompress.files.runlock import RunLock
 lock = RunLock(sys.argv[1])
 lock.acquire()
 if sys.argv[2] == "fork" and os.fork() == 0:

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from gancompress.export.onnx_file import export_onnx, onnx_parity
 from gancompress.metrics.latency import latency_table, measure_latency
-from gancompress.onnx_export import export_onnx, onnx_parity
 
 
 def _tiny_generator(width=4):

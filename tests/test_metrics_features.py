@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from gancompress.data import demo_cyclegan, demo_sagan
+from gancompress.demo import cyclegan as demo_cyclegan
+from gancompress.demo import sagan as demo_sagan
 from gancompress.errors import CheckpointError
 from gancompress.metrics.evaldata import EvalBatch, EvalData, ImageSet, Reference
 from gancompress.metrics.extractors import (

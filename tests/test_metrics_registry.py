@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from gancompress.data.demo import DEMO_PALETTE
+from gancompress.demo.makers import DEMO_PALETTE
 from gancompress.errors import CheckpointError, RecipeError
 from gancompress.families import get_family
 from gancompress.metrics.evaldata import Baseline, EvalBatch, EvalData, Reference

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from gancompress.families import get_family
-from gancompress.layers import CONV_TYPES
+from gancompress.families.recipe import load_recipe
 from gancompress.metrics.macs import count_macs
+from gancompress.nets.layers import CONV_TYPES
 from gancompress.nets.sagan import SelfAttention
-from gancompress.recipe import load_recipe
-from gancompress.stages.distill import d_layer_points
+from gancompress.run.stages.distill import d_layer_points
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -167,7 +167,7 @@ def test_srgan_is_gccs_setup():
     assert len(d.mask_points()) == 4
     assert [type(x).__name__ for x in d.head] == ["AdaptiveAvgPool2d", "Flatten", "Linear"]
     # GCC's StepLR: 1e-4 for 15 epochs, then 1e-5
-    from gancompress.optim import schedule_factor
+    from gancompress.system.optim import schedule_factor
     factors = [schedule_factor(r.distill.lr_schedule, e, const=15, decay=15, step_every=r.distill.lr_step_every,
                                step_gamma=r.distill.lr_step_factor) for e in range(30)]
     assert [r.train.lr_g * f for f in factors] == [1e-4] * 15 + [pytest.approx(1e-5)] * 15
@@ -184,8 +184,8 @@ def test_srgan_is_gccs_setup():
 def test_sagan_budget_reproduces_gccs_student():
     """GCC's 0.016 GMACs is a thop count (spectral-norm convs and attention matmuls missed), met
     within GCC's tolerance of 0.001 G by the ngf-48 model: the recipe's budget keeps it whole."""
-    from gancompress.pipeline import prune_generator
-    from gancompress.preflight import check_budgets
+    from gancompress.run.pipeline import prune_generator
+    from gancompress.run.preflight import check_budgets
 
     r, fam = _load("sagan_celeba")
     assert not r.data.flip and r.data.center_crop == 160

@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from gancompress.errors import GanCompressError
+from gancompress.export.portable import LOADER_SOURCE, export_state_dict, load_loader_module
+from gancompress.method.pruning import apply_plan, score_groups
 from gancompress.nets.resnet import MobileResnetGenerator, ResnetGenerator
 from gancompress.nets.sagan import SAGANGenerator
 from gancompress.nets.unet import UnetGenerator
-from gancompress.portable import LOADER_SOURCE, export_state_dict, load_loader_module
-from gancompress.prune import apply_plan, score_groups
 
 IMPORTABLE = {"__future__", "hashlib", "json", "sys", "pathlib", "torch"}
 
@@ -127,7 +127,7 @@ def test_loader_refuses_changed_weights_and_uncovered_nets(tmp_path):
 
 def test_export_command_writes_the_portable_files(tmp_path, tiny_recipe, capsys):
     from gancompress.cli import main
-    from gancompress.export import save_generator
+    from gancompress.export.generator import save_generator
     from gancompress.families import get_family
 
     family = get_family("pix2pix")(tiny_recipe)

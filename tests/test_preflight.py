@@ -13,12 +13,12 @@ import typing
 import pytest
 import torch
 
-from gancompress import pipeline
-from gancompress.config import Recipe
+from gancompress.config.schema import field_range
+from gancompress.config.sections import Recipe
 from gancompress.errors import GanCompressError, RecipeError
 from gancompress.families import FAMILIES
-from gancompress.recipe import recipe_from_dict
-from gancompress.schema import field_range
+from gancompress.families.recipe import recipe_from_dict
+from gancompress.run import pipeline
 
 
 def _ranged_fields(cls, prefix=""):
@@ -120,7 +120,7 @@ def test_late_mistakes_stop_the_run_before_stage_1(tiny_raw, tmp_path, monkeypat
 
 def test_a_correct_recipe_passes_the_preflight(tiny_raw):
     from gancompress.families import get_family
-    from gancompress.preflight import preflight
+    from gancompress.run.preflight import preflight
     del tiny_raw["data"]["num_workers"]  # automatic: decided from the machine
     recipe = recipe_from_dict(tiny_raw, "tiny.yaml")
     assert recipe.data.num_workers is None

@@ -17,6 +17,7 @@ from torch import nn
 
 from gancompress.errors import CheckpointError, RecipeError
 from gancompress.families import get_family
+from gancompress.families.recipe import recipe_from_dict
 from gancompress.pretrained.discriminator_files import inspect_discriminator_file
 from gancompress.pretrained.generator_files import (
     GENERATOR_FORMAT,
@@ -30,7 +31,6 @@ from gancompress.pretrained.loading import (
     load_pretrained_discriminator,
     load_pretrained_generator,
 )
-from gancompress.recipe import recipe_from_dict
 
 # ----------------------------------------------------------------------------------------------
 # Families
@@ -145,8 +145,8 @@ def test_old_files_instance_running_stats_dropped_batch_counter_added(tmp_path):
 
 
 def test_our_state_dicts_and_generator_files_load(tmp_path):
-    from gancompress.export import GENERATOR_FORMAT as EXPORT_FORMAT
-    from gancompress.export import save_generator
+    from gancompress.export.generator import GENERATOR_FORMAT as EXPORT_FORMAT
+    from gancompress.export.generator import save_generator
 
     assert GENERATOR_FORMAT == EXPORT_FORMAT
     fam = pix2pix(norm="instance_affine")

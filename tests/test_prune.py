@@ -3,9 +3,7 @@ import torch
 from torch import nn
 
 from gancompress.errors import BudgetError
-from gancompress.metrics.macs import count_macs
-from gancompress.nets.unet import UnetGenerator
-from gancompress.prune import (
+from gancompress.method.pruning import (
     _removal_plan,
     apply_plan,
     architecture_record,
@@ -13,7 +11,9 @@ from gancompress.prune import (
     rebuild,
     score_groups,
 )
-from gancompress.sparsity import add_l1_subgradient, penalised_parameters
+from gancompress.method.sparsity import add_l1_subgradient, penalised_parameters
+from gancompress.metrics.macs import count_macs
+from gancompress.nets.unet import UnetGenerator
 
 
 def _unet(seed=0):

@@ -17,14 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from gancompress import checkpoint
 from gancompress.data.aligned import AlignedDataset
 from gancompress.errors import CheckpointError, DataError, NonFiniteLossError, RecipeError, WriteError
 from gancompress.families import get_family
-from gancompress.pipeline import make_sparse_stage
-from gancompress.recipe import recipe_from_dict
-from gancompress.threads import child_env
-from gancompress.train import train_stage
+from gancompress.families.recipe import recipe_from_dict
+from gancompress.files import checkpoint
+from gancompress.run.pipeline import make_sparse_stage
+from gancompress.run.train import train_stage
+from gancompress.system.threads import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,8 +82,8 @@ def test_full_disk_chained_in_a_runtime_error_is_recognised(tmp_path, monkeypatc
 
 def test_unwritable_run_dir_is_reported(tmp_path, tiny_recipe):
     from gancompress.errors import GanCompressError
-    from gancompress.pipeline import prepare_run_dir
-    from gancompress.rundir import RunDir
+    from gancompress.files.rundir import RunDir
+    from gancompress.run.pipeline import prepare_run_dir
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(GanCompressError, match="cannot write the run folder"):
@@ -224,7 +224,7 @@ def _run(recipe_path, run_dir, resume=False):
 
 
 def _final_student(run_dir):
-    from gancompress.export import load_generator
+    from gancompress.export.generator import load_generator
     return load_generator(run_dir / "student" / "generator_G.pt")[0].state_dict()
 
 

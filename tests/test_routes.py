@@ -12,11 +12,11 @@ import pytest
 import torch
 from reference_cyclegan import RefNLayerD, RefResnet, RefUnet, randomise
 
-from gancompress.export import load_generator
+from gancompress.export.generator import load_generator
 from gancompress.families import get_family
-from gancompress.pipeline import compress, describe
+from gancompress.families.recipe import recipe_from_dict
 from gancompress.pretrained.loading import load_pretrained_generator
-from gancompress.recipe import recipe_from_dict
+from gancompress.run.pipeline import compress, describe
 
 pytestmark = pytest.mark.slow
 

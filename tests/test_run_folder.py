@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from gancompress.errors import CheckpointError, GanCompressError
-from gancompress.export import load_generator, save_generator
+from gancompress.export.generator import load_generator, save_generator
 from gancompress.families import get_family
-from gancompress.finite import first_non_finite
-from gancompress.pipeline import compress
-from gancompress.recipe import recipe_from_dict
-from gancompress.runlock import RunLock
+from gancompress.families.recipe import recipe_from_dict
+from gancompress.files.runlock import RunLock
+from gancompress.run.pipeline import compress
+from gancompress.system.finite import first_non_finite
 
 
 def _recipe(tiny_raw, *overrides):

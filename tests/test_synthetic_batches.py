@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from gancompress.discriminators.dmd import find_dmd
 from gancompress.families import FAMILIES, get_family
-from gancompress.pipeline import make_distill_stage
-from gancompress.recipe import load_recipe
+from gancompress.families.recipe import load_recipe
+from gancompress.method.discriminators.dmd import find_dmd
+from gancompress.run.pipeline import make_distill_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

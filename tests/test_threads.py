@@ -14,10 +14,21 @@ import pytest
 import torch
 import yaml
 
-from gancompress import cli, contention, threads, train
+from gancompress import cli
 from gancompress.data.loader import BatchSource
-from gancompress.recipe import recipe_from_dict
-from gancompress.threads import ADAPT_VAR, ThreadsError, child_env, clean_env, data_workers, thread_env, thread_settings
+from gancompress.experiments import bench_cpu as contention
+from gancompress.families.recipe import recipe_from_dict
+from gancompress.run import train
+from gancompress.system import threads
+from gancompress.system.threads import (
+    ADAPT_VAR,
+    ThreadsError,
+    child_env,
+    clean_env,
+    data_workers,
+    thread_env,
+    thread_settings,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,12 +180,12 @@ def _watch(monkeypatch, caplog, seconds_per_interval: list[float], steps: int = 
     monkeypatch.setattr(train.time, "perf_counter", lambda: clock[0])
     watch = train.RateWatch("distill", 0)
     step = 0
-    with caplog.at_level(logging.WARNING, logger="gancompress.train"):
+    with caplog.at_level(logging.WARNING, logger="gancompress.run.train"):
         for seconds in seconds_per_interval:
             clock[0] += seconds
             step += steps
             watch.check(step)
-    return [r.getMessage() for r in caplog.records if r.name == "gancompress.train"]
+    return [r.getMessage() for r in caplog.records if r.name == "gancompress.run.train"]
 
 
 def test_rate_watch_warns_once_naming_the_thread_setting(monkeypatch, caplog):
@@ -247,11 +258,11 @@ def test_bench_cpu_command_writes_the_table_and_the_json(tiny_raw, tmp_path, mon
 
 
 def test_progress_log_reports_about_every_tenth_with_rate_and_time_left(monkeypatch, caplog):
-    from gancompress import train
+    from gancompress.run import train
     clock = iter(float(t) for t in range(0, 1000))
     monkeypatch.setattr(train.time, "perf_counter", lambda: next(clock))
     progress = train.ProgressLog("distill", 0, 100)
-    with caplog.at_level("INFO", logger="gancompress.train"):
+    with caplog.at_level("INFO", logger="gancompress.run.train"):
         for step in range(1, 101):
             progress.report(step, step // 10)
     lines = [r.getMessage() for r in caplog.records]

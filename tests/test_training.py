@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from gancompress.errors import GanCompressError
-from gancompress.export import export_torchscript, load_generator
+from gancompress.export.generator import export_torchscript, load_generator
 from gancompress.families import get_family
-from gancompress.pipeline import compress, make_distill_stage, make_sparse_stage
-from gancompress.recipe import recipe_from_dict
-from gancompress.train import train_stage
+from gancompress.families.recipe import recipe_from_dict
+from gancompress.run.pipeline import compress, make_distill_stage, make_sparse_stage
+from gancompress.run.train import train_stage
 
 CPU = torch.device("cpu")
 

@@ -30,7 +30,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..ablation import run_ablation
+    from ..experiments.ablation import run_ablation
 
     folder, results = run_ablation(args.recipe, args.overrides, args.variants, args.out, args.resume, args.device,
                                    seeds=args.seeds)

@@ -29,7 +29,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..baselines import run_baselines
+    from ..experiments.baselines import run_baselines
 
     folder, _ = run_baselines(args.recipe, args.overrides, seeds=args.seeds, rows=args.rows, out_dir=args.out,
                               resume=args.resume, device=args.device)

@@ -30,8 +30,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..contention import format_table, run_contention
-    from ..fileio import atomic_write_text
+    from ..experiments.bench_cpu import format_table, run_contention
+    from ..files.atomic import atomic_write_text
 
     result = run_contention(args.recipe, args.overrides, iters=args.iters, warmup=args.warmup,
                             repeats=args.repeats, threads=getattr(args, "threads", None), timeout=args.timeout,

@@ -33,11 +33,11 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import logging
 
-    from ..benchmark import run_benchmark
-    from ..fileio import atomic_write_text
-    from ..recipe import load_recipe
+    from ..experiments.benchmark import run_benchmark
+    from ..families.recipe import load_recipe
+    from ..files.atomic import atomic_write_text
 
-    logging.getLogger("gancompress.benchmark").setLevel(logging.INFO)
+    logging.getLogger("gancompress.experiments.benchmark").setLevel(logging.INFO)
     recipe = load_recipe(args.recipe)
     result = run_benchmark(recipe, device=args.device, batch_sizes=args.batch_sizes, iters=args.iters,
                            warmup=args.warmup, synthetic=args.synthetic, use_compile=args.compile,

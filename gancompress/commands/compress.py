@@ -23,9 +23,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from .. import distributed
-    from ..pipeline import compress, describe
-    from ..recipe import load_recipe
+    from ..families.recipe import load_recipe
+    from ..run.pipeline import compress, describe
+    from ..system import distributed
 
     until = "prune" if args.command == "prune" else "report"
     launch = distributed.launch_env()

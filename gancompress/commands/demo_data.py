@@ -23,7 +23,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..data.demo import DEMO_MAKERS, get_demo_maker
+    from ..demo.makers import DEMO_MAKERS, get_demo_maker
 
     unknown = [f for f in args.families if f not in DEMO_MAKERS]
     if unknown:

@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..evaluate import evaluate_run
+    from ..run.evaluate import evaluate_run
 
     report = evaluate_run(args.run_dir, args.device)
     print(json.dumps({n: g.get("metrics", {}) for n, g in report["generators"].items()}, indent=2))

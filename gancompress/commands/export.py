@@ -25,7 +25,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..export import export_torchscript, load_generator
+    from ..export.generator import export_torchscript, load_generator
 
     if args.out is None and args.onnx is None and args.state_dict is None:
         raise GanCompressError("export: say what to write: --out FILE.pt (TorchScript), --onnx FILE.onnx and/or "
@@ -38,11 +38,11 @@ def run(args) -> int:
         info = export_torchscript(shipped, example, args.out)
         print(f"TorchScript: {info['path']} (max |diff| vs eager {info['max_abs_diff']:.2e})")
     if args.onnx is not None:
-        from ..onnx_export import export_onnx, onnx_parity
+        from ..export.onnx_file import export_onnx, onnx_parity
         export_onnx(shipped, example, args.onnx, opset=meta["recipe"].export.opset)
         print(f"ONNX: {args.onnx} (max |diff| vs eager {onnx_parity(args.onnx, shipped, example):.2e})")
     if args.state_dict is not None:
-        from ..portable import export_state_dict
+        from ..export.portable import export_state_dict
         info = export_state_dict(shipped, args.state_dict, family=family.name, name=name, ngf=meta["ngf"],
                                  example=example)
         print(f"state dict: {info['weights']} + {info['record']} + {info['loader']} "

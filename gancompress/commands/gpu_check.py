@@ -44,7 +44,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from .. import gpu_check
+    from ..experiments import gpu_check
 
     if args.worker is not None:
         gpu_check.run_worker(args.worker, args.worker_args, args.device, args.out)

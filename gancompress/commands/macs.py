@@ -14,10 +14,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..export import load_generator
+    from ..export.generator import load_generator
+    from ..families.recipe import load_recipe
     from ..metrics.macs import count_macs
-    from ..pipeline import describe
-    from ..recipe import load_recipe
+    from ..run.pipeline import describe
 
     if args.target.endswith((".yaml", ".yml")):
         print(describe(load_recipe(args.target, args.overrides)))

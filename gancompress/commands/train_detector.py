@@ -1,7 +1,7 @@
 """Train a real-vs-generated classifier on the generators of a finished run.
 
 Reads RUN_DIR/recipe.yaml, loads each frozen generator RUN_DIR/<role>/generator_<name>.pt, trains
-a classifier (gancompress.detector) on balanced batches of the family's real images and that
+a classifier (gancompress.method.classifier) on balanced batches of the family's real images and that
 generator's outputs over the recipe's training split, measures its accuracy on the evaluation
 split and writes RUN_DIR/detectors/<role>_<name>.pt. List such files in a later recipe's
 classifier.paths so that its student also learns to fool them (the GAN-classifier loss).
@@ -33,7 +33,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..detector import train_run_detectors
+    from ..method.classifier import train_run_detectors
 
     results = train_run_detectors(args.run_dir, role=args.role, generator=args.generator, out=args.out,
                                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError, GanCompressError
-from ..threads import data_workers, worker_init
+from ..system.threads import data_workers, worker_init
 
 _WORKER = "in DataLoader worker process"
 
@@ -102,7 +102,7 @@ class BatchSource:
         seed: the run's seed.
         stream: distinguishes independent streams over the same data (stage 3's second batch).
         num_workers: DataLoader worker processes (they persist across epochs and run one thread
-            each); None chooses them from the cores (:func:`gancompress.threads.data_workers`,
+            each); None chooses them from the cores (:func:`gancompress.system.threads.data_workers`,
             counted for CUDA when ``pin_memory``, which only a CUDA run sets).
         pin_memory: page-locked batches, for copies to a GPU.
         shuffle: a new permutation every epoch.

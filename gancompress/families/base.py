@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config import Recipe
+from ..config.sections import Recipe
 from ..errors import GanCompressError, RecipeError
 
 #: Nets above this many parameters are refused before anything is allocated (4 bytes each).

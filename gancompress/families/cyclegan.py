@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config.schema import bounded
 from ..data.unaligned import DomainDataset, UnalignedDataset, domain_files
 from ..errors import RecipeError
 from ..metrics.evaldata import Baseline, EvalBatch, EvalData, ImageSet, Reference
@@ -21,7 +22,6 @@ from ..metrics.image import to_unit
 from ..nets.init import init_normal
 from ..nets.patchgan import PatchDiscriminator
 from ..nets.resnet import MobileResnetGenerator, ResnetGenerator
-from ..schema import bounded
 from .base import Family
 
 # generator name -> (domain it reads, domain it writes)
@@ -166,7 +166,7 @@ class CycleGANFamily(Family):
 
     def custom_pruners(self) -> dict:
         """The shared pruners; torch-pruning itself prunes affine InstanceNorm's scale and shift."""
-        from ..pruners import CUSTOM_PRUNERS
+        from ..method.layer_pruners import CUSTOM_PRUNERS
         return CUSTOM_PRUNERS
 
     # --- data -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config.schema import bounded
 from ..data.aligned import AlignedDataset
 from ..errors import RecipeError
 from ..metrics.evaldata import Baseline, EvalBatch, EvalData, ImageSet, Reference
@@ -15,7 +16,6 @@ from ..metrics.image import to_unit
 from ..nets.init import init_normal
 from ..nets.patchgan import PatchDiscriminator
 from ..nets.unet import UnetGenerator
-from ..schema import bounded
 from .base import Family
 
 

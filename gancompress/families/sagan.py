@@ -10,7 +10,7 @@ Spectral norm and pruning: torch-pruning cannot prune a parametrized weight, so
 :meth:`SAGANFamily.before_pruning` folds spectral norm into plain weights and
 :meth:`SAGANFamily.after_pruning` puts it back on the pruned convs (see ``nets.sagan`` for what
 that does to the function). Attention blocks are pruned with their block's channels
-(``gancompress.pruners``); their query/key width stays. MACs budgets are met on the complete
+(``gancompress.method.layer_pruners``); their query/key width stays. MACs budgets are met on the complete
 count, which includes the spectral-norm convs and the attention matmuls that thop misses.
 """
 from __future__ import annotations
@@ -21,8 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..config.schema import bounded
 from ..data.imagefolder import ImageFolderDataset
 from ..errors import DataError
+from ..method.pruning import architecture_record, rebuild
 from ..metrics.evaldata import EvalBatch, EvalData, ImageSet, Reference
 from ..metrics.image import to_unit
 from ..nets.sagan import (
@@ -33,8 +35,6 @@ from ..nets.sagan import (
     restore_spectral_norm,
     strip_spectral_norm,
 )
-from ..prune import architecture_record, rebuild
-from ..schema import bounded
 from .base import Family
 
 LAYOUT = ("a flat folder of RGB images, e.g. CelebA's img_align_celeba/ (an empty data.train_split "
@@ -97,7 +97,7 @@ class SAGANFamily(Family):
     def custom_pruners(self) -> dict:
         """The :class:`SelfAttention` pruner: the block's q/k/v input channels are tied to the
         channels of the block it sits on (and its value conv's output to them too)."""
-        from ..pruners import CUSTOM_PRUNERS
+        from ..method.layer_pruners import CUSTOM_PRUNERS
         return dict(CUSTOM_PRUNERS)
 
     def before_pruning(self, generator: nn.Module) -> list[str]:

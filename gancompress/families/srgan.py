@@ -6,7 +6,7 @@ or plain pixel MSE) plus ``adv_weight`` (1e-3) times the vanilla adversarial los
 base class's ``g_adv_weight``. SRGAN and GCC first pre-train SRResNet on pixel MSE alone
 (``train.pretrain_epochs``, :meth:`SRGANFamily.pretrain_loss`).
 
-Pruning goes through the sub-pixel blocks (``gancompress.pruners``): dropping channel c of a
+Pruning goes through the sub-pixel blocks (``gancompress.method.layer_pruners``): dropping channel c of a
 :class:`~gancompress.nets.srresnet.SubPixelBlock` drops its conv filters ``4c .. 4c+3``. The
 blocks have no norm layer, so only ``sparse.method: l1`` scores (and so narrows) them.
 
@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config.schema import bounded
 from ..data.sr import SRDataset, bicubic_upscale
 from ..metrics.evaldata import Baseline, EvalBatch, EvalData, Reference
 from ..metrics.image import to_unit
 from ..nets.srresnet import SRDiscriminator, SRResNet
-from ..schema import bounded
-from ..vgg import VGGFeatures, missing_weights_error, vgg19_layer_names
+from ..nets.vgg import VGGFeatures, missing_weights_error, vgg19_layer_names
 from .base import Family
 
 #: The standard SR test sets (split name -> number of images) published PSNR/SSIM are measured on.
@@ -52,7 +52,7 @@ class SRGANModel:
         content_loss: 'vgg' (MSE of VGG19 features, needs ``eval.vgg19_weights``) or 'mse'
             (pixel MSE, SRResNet-MSE).
         vgg_layer: the VGG19 layer compared, e.g. 'relu5_4' (SRGAN's VGG54: features[:36]) or
-            'relu2_2' (VGG22); see ``gancompress.vgg``.
+            'relu2_2' (VGG22); see ``gancompress.nets.vgg``.
         content_weight: factor on the content loss.
         adv_weight: factor on G's adversarial loss (1e-3 in SRGAN).
     """
@@ -117,7 +117,7 @@ class SRGANFamily(Family):
         return torch.zeros(batch, 3, s, s, device=device)
 
     def custom_pruners(self) -> dict:
-        from ..pruners import CUSTOM_PRUNERS
+        from ..method.layer_pruners import CUSTOM_PRUNERS
         return dict(CUSTOM_PRUNERS)
 
     # --- data -----------------------------------------------------------------------------

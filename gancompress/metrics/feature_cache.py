@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
-from ..fileio import atomic_write
+from ..files.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 

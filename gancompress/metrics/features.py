@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import atomic_save
 from ..errors import CheckpointError, DataError
+from ..files.checkpoint import atomic_save
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def feature_net_from_checkpoint(blob: Mapping, where: str = "feature net") -> Fe
 
 def load_feature_net(path: str | Path) -> tuple[FeatureNet, dict]:
     """Load a feature-net checkpoint with ``weights_only=True``: (net in eval mode, its meta dict)."""
-    from ..checkpoint import safe_load
+    from ..files.checkpoint import safe_load
 
     blob = safe_load(path)
     net = feature_net_from_checkpoint(blob, str(path))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..layers import CONV_TYPES
+from ..nets.layers import CONV_TYPES
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError, GanCompressError
-from ..fileio import atomic_write
+from ..files.atomic import atomic_write
 from .palette import Palette, cityscapes_palette, colour_to_ids
 from .segmenter import SEGMENTER_FORMAT, build_segmenter_net
 
@@ -199,7 +199,7 @@ def lr_at(step: int, total_steps: int, base_lr: float) -> float:
 
 
 def save_atomic(obj, path) -> Path:
-    """``torch.save`` through :func:`gancompress.fileio.atomic_write`: a crash mid-write never
+    """``torch.save`` through :func:`gancompress.files.atomic.atomic_write`: a crash mid-write never
     leaves a truncated checkpoint at ``path``."""
     return atomic_write(path, lambda f: torch.save(obj, f))
 

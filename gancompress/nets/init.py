@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..layers import CONV_TYPES
+from .layers import CONV_TYPES
 
 
 def init_normal(model: nn.Module, gain: float = 0.02) -> nn.Module:

@@ -156,7 +156,7 @@ class ResnetGenerator(nn.Module):
 
         They map the last up block's output (N, C, H, W) to the image (N, output_nc, H, W); C is
         ngf, fewer once pruned. GLeaD reconstructs through them
-        (``gancompress.discriminators.glead``). The result is a new Sequential over the last three
+        (``gancompress.method.discriminators.glead``). The result is a new Sequential over the last three
         modules of ``self.model``, which stay there so that state dicts keep the pix2pix code's
         keys (``model.26.weight``); forward runs them inside ``self.model``, never through the
         returned Sequential, so hooks belong on its layers.

@@ -45,7 +45,7 @@ class SelfAttention(nn.Module):
 
     Shapes: (N, C, H, W) -> (N, C, H, W); the attention map is (N, H*W, H*W).
 
-    torch-pruning sees this block as one custom leaf (``gancompress.pruners``): its input and
+    torch-pruning sees this block as one custom leaf (``gancompress.method.layer_pruners``): its input and
     output channels are one set, and the query/key width is not pruned.
     """
 
@@ -127,7 +127,7 @@ class SAGANGenerator(nn.Module):
         """``last`` (transposed conv to RGB + Tanh), the last module forward runs.
 
         It maps attn2's output (N, C, 32, 32) to the image (N, 3, 64, 64); C is ngf, fewer once
-        pruned. GLeaD reconstructs through it (``gancompress.discriminators.glead``).
+        pruned. GLeaD reconstructs through it (``gancompress.method.discriminators.glead``).
         """
         return self.last
 

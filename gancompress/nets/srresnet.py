@@ -1,5 +1,5 @@
 """SRResNet generator and SRGAN discriminator (sgrvinod/a-PyTorch-Tutorial-to-Super-Resolution
-layout), with the sub-pixel upsampling block as one module that ``gancompress.pruners`` prunes.
+layout), with the sub-pixel upsampling block as one module that ``gancompress.method.layer_pruners`` prunes.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class SubPixelBlock(nn.Module):
 
     PixelShuffle builds output channel c from conv channels ``c*scale**2 ... c*scale**2 +
     scale**2 - 1``, so pruning output channel c removes those filters, their bias entries and
-    PReLU parameter c (``gancompress.pruners.SubPixelPruner``).
+    PReLU parameter c (``gancompress.method.layer_pruners.SubPixelPruner``).
 
     Args:
         in_channels: input channels.
@@ -89,7 +89,7 @@ class SRResNet(nn.Module):
 
     ``tail`` (the 9x9 conv + Tanh after upsampling) maps the upsampled features (N, C, scale*H,
     scale*W), C = ngf or fewer once pruned, to the image; GLeaD reconstructs through it
-    (``gancompress.discriminators.glead``), as through the other generators' ``tail``.
+    (``gancompress.method.discriminators.glead``), as through the other generators' ``tail``.
     """
 
     def __init__(self, scale: int = 4, ngf: int = 64, n_blocks: int = 16):

@@ -90,7 +90,7 @@ class UnetGenerator(nn.Module):
 
         It maps concat(outermost down's output, up path) (N, C, H/2, W/2) to the image
         (N, output_nc, H, W); C is 2*ngf, fewer once pruned. GLeaD reconstructs through it
-        (``gancompress.discriminators.glead``). A property, not a submodule: the block stays
+        (``gancompress.method.discriminators.glead``). A property, not a submodule: the block stays
         registered as ``ups.<n-1>`` only, so state dicts are unchanged.
         """
         return self.ups[-1]

@@ -27,7 +27,7 @@ from .files import (
 )
 from .layouts import LAYOUT_WORDS, ours_to_file
 
-# the format tag of gancompress.export.save_generator (not imported: export depends on the
+# the format tag of gancompress.export.generator.save_generator (not imported: export depends on the
 # recipe machinery, this module only on nets; tests check that the two agree)
 GENERATOR_FORMAT = "gancompress-generator"
 

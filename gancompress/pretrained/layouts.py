@@ -2,7 +2,7 @@
 
 Layouts (file -> our net):
 
-- ``gancompress``: a generator file of :func:`gancompress.export.save_generator`.
+- ``gancompress``: a generator file of :func:`gancompress.export.generator.save_generator`.
 - ``ours-state-dict``: a plain state dict of one of our nets (any family).
 - ``cyclegan-unet``: pix2pix's ``UnetGenerator``, one ``UnetSkipConnectionBlock`` nested in the
   next (``model.model.1.model.3...``). Level k of the nesting (0 outermost) holds our

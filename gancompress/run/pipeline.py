@@ -1,0 +1,370 @@
+"""The four stages, each resumable: sparse teacher -> prune -> distill -> export and report.
+
+A stage is done when its output file exists in the run folder (:class:`~gancompress.files.rundir.RunDir`
+names them all); ``--resume`` skips finished stages and continues the unfinished one from its
+latest checkpoint. Every recipe mistake is caught by :func:`~gancompress.run.preflight.preflight`
+before stage 1 trains.
+
+Under ``torchrun`` (``distributed``) every rank trains; rank 0 alone writes the run folder, prunes
+and reports, while the others wait for it and then read what it wrote (the folder must be on a
+filesystem every rank sees). Whether a stage is done is decided on rank 0's view of the folder,
+so every rank takes the same path. The other ranks stop after stage 3.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config.sections import Recipe, dump_recipe
+from ..export.generator import export_torchscript, load_generator, save_generator
+from ..export.onnx_file import export_onnx, onnx_available, onnx_parity
+from ..families import get_family
+from ..families.base import Family
+from ..files.atomic import atomic_write_json
+from ..files.checkpoint import atomic_save, safe_load
+from ..files.rundir import RunDir
+from ..files.runlock import RunLock
+from ..method.classifier import load_classifiers
+from ..method.discriminators.modes import make_mode
+from ..method.pruning import architecture_record, layer_widths, prune_to_budget, rebuild
+from ..metrics.macs import count_macs
+from ..system import distributed
+from ..system.devices import pick_device, seed_everything
+from ..system.finite import check_finite, reset_running_stats
+from .evaluate import evaluate_run
+from .preflight import preflight
+from .record import prepare_run_dir, stage_done
+from .routes import ROUTES, load_pretrained, route_lines, stage3_teacher
+from .stages import DistillStage, PretrainStage, SparseStage, build_generators, build_pair
+from .train import train_stage
+
+log = logging.getLogger(__name__)
+
+STAGES = ("sparse", "prune", "distill", "report")
+
+
+def teacher_macs(family: Family, name: str):
+    """MACs of the distillation teacher (width ``ngf_teacher``) at the recipe's input shape."""
+    g = family.build_generator(name, family.cfg.ngf_teacher)
+    return count_macs(g, family.example_input(name, 1))
+
+
+def describe(recipe: Recipe) -> str:
+    """The dry-run text: resolved recipe, teacher MACs and params, and the budget of each generator."""
+    family = get_family(recipe.family)(recipe)
+    lines = ["# resolved recipe", dump_recipe(recipe).rstrip(), ""] + route_lines(family, recipe) + [""]
+    for name in family.generator_names:
+        m = teacher_macs(family, name)
+        budget = recipe.prune.budget_for(name).macs(m.complete)
+        shape = tuple(family.example_input(name, 1).shape)
+        lines.append(f"teacher {name} (ngf {recipe.model.ngf_teacher}) at input {shape}: "
+                     f"{m.thop / 1e9:.4g} GMACs (thop), {m.complete / 1e9:.4g} GMACs complete, "
+                     f"{m.params / 1e6:.4g} M params")
+        if m.missed:
+            lines.append("  missed by thop: " + ", ".join(f"{k} {v / 1e9:.4g} G" for k, v in m.missed.items()))
+        lines.append(f"budget {name}: {budget / 1e9:.4g} GMACs ({budget / m.complete:.1%} of the teacher, "
+                     f"tolerance {recipe.prune.tolerance:.0%})")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Stages.
+
+def run_pretrain(family: Family, recipe: Recipe, run: RunDir, device: torch.device, resume: bool,
+                 ngf: int, name: str) -> dict | None:
+    """Optional generator-only pre-training at width ``ngf``; returns the generators' state."""
+    if recipe.train.pretrain_epochs == 0:
+        return None
+    out = run.pretrain(name)
+    if stage_done(out):
+        log.info("stage '%s' already done (%s)", name, out)
+        return safe_load(out)
+    seed_everything(recipe.seed + 2)
+    gens = build_generators(family, ngf, recipe.train, device)
+    stage = PretrainStage(family, recipe.train, device, gens, recipe.train.pretrain_epochs, name)
+    train_stage(stage, family, recipe, run, device, resume=resume)
+    state = stage.gens.state_dict()
+    check_finite(state, f"stage '{name}' output {out}")
+    distributed.on_main(atomic_save, state, out)
+    return state
+
+
+def make_sparse_stage(family: Family, recipe: Recipe, device: torch.device, init_gens: dict | None = None,
+                      init_discs: dict | None = None) -> SparseStage:
+    """Stage 1 as ``recipe`` sets it up."""
+    return SparseStage(family, recipe.train, device, ngf=recipe.model.ngf_student, epochs=recipe.sparse_epochs,
+                       method=recipe.sparse.method, l1_lambda=recipe.l1_lambda, init_gens=init_gens,
+                       init_discs=init_discs)
+
+
+def run_sparse(family: Family, recipe: Recipe, run: RunDir, device: torch.device, resume: bool) -> dict:
+    """Stage 1 (after optional pre-training); returns the saved state {gens, discs}.
+
+    With ``pretrained.generators`` the sparse model starts from the user's weights (route
+    'pretrained-finetune'), or is those weights unchanged (route 'pretrained-prune': no training).
+    """
+    out = run.sparse
+    if stage_done(out):
+        log.info("stage 'sparse' already done (%s)", out)
+        return safe_load(out)
+    pre = load_pretrained(family, recipe)
+    if pre is not None and recipe.route == "pretrained-prune":
+        seed_everything(recipe.seed)
+        gens, discs = build_pair(family, recipe.model.ngf_student, recipe.train, torch.device("cpu"))
+        gens.load_state_dict(pre["gens"])
+        for n, state in pre["discs"].items():
+            discs[n].load_state_dict(state)
+        state = {"gens": gens.state_dict(), "discs": discs.state_dict()}
+        log.info("stage 'sparse' skipped (route pretrained-prune): the pretrained generators are pruned as they are")
+    else:
+        if pre is not None:
+            init, init_discs = pre["gens"], pre["discs"]
+        else:
+            init = run_pretrain(family, recipe, run, device, resume, recipe.model.ngf_student, "pretrain_S")
+            init_discs = None
+        seed_everything(recipe.seed)
+        stage = make_sparse_stage(family, recipe, device, init, init_discs)
+        train_stage(stage, family, recipe, run, device, resume=resume)
+        state = stage.outputs()
+    check_finite(state, f"stage 'sparse' output {out}")
+    distributed.on_main(atomic_save, state, out)
+    return state
+
+
+def run_prune(family: Family, recipe: Recipe, run: RunDir, sparse_state: dict) -> dict[str, dict]:
+    """Stage 2; returns {name: {"arch", "state_dict", "macs", "budget", ...}}.
+
+    Pruning runs once, on rank 0; the other ranks read its result from ``pruned/pruned.pt``.
+    """
+    out = run.pruned
+    if stage_done(out):
+        log.info("stage 'prune' already done (%s)", out)
+        return safe_load(out)
+    result = distributed.on_main(_prune, family, recipe, sparse_state, out)
+    return result if distributed.rank() == 0 else safe_load(out)
+
+
+def _prune(family: Family, recipe: Recipe, sparse_state: dict, out: Path) -> dict[str, dict]:
+    ngf = recipe.model.ngf_student
+    sparse = nn.ModuleDict({n: family.build_generator(n, ngf) for n in family.generator_names})
+    sparse.load_state_dict(sparse_state["gens"])
+    result = {name: prune_generator(family, recipe, name, sparse[name]) for name in family.generator_names}
+    atomic_save(result, out)
+    return result
+
+
+def prune_generator(family: Family, recipe: Recipe, name: str, sparse: nn.Module) -> dict:
+    """Prune the sparse generator ``name`` (width ``ngf_student``) to its budget.
+
+    Returns its entry of ``pruned/pruned.pt``: {"arch", "state_dict", "macs", "budget", "removed",
+    "channels", "widths"}; :func:`pruned_generator` rebuilds the module from it.
+    """
+    g = sparse.eval()
+    example = family.example_input(name, 1)
+    budget = recipe.prune.budget_for(name).macs(teacher_macs(family, name).complete)
+    token = family.before_pruning(g)
+    pruned = prune_to_budget(g, example, method=recipe.sparse.method, budget_macs=budget,
+                             tolerance=recipe.prune.tolerance, round_to=recipe.prune.round_to,
+                             custom_pruners=family.custom_pruners())
+    family.after_pruning(pruned.model, token)
+    return {"arch": architecture_record(pruned.model), "state_dict": pruned.model.state_dict(),
+            "macs": pruned.macs, "budget": budget, "removed": pruned.removed,
+            "channels": pruned.total, "widths": layer_widths(pruned.model)}
+
+
+def pruned_generator(family: Family, recipe: Recipe, name: str, entry: dict, inherit: bool) -> nn.Module:
+    """The pruned architecture of ``name``, with the pruned weights or re-initialised (GCC)."""
+    g = family.build_generator(name, recipe.model.ngf_student)
+    rebuild(g, entry["arch"])
+    g.load_state_dict(entry["state_dict"])
+    if not inherit:
+        family.reinit_generator(g)
+        reset_running_stats(g)  # a re-initialised net starts with fresh statistics too
+    return g
+
+
+def run_distill(family: Family, recipe: Recipe, run: RunDir, device: torch.device, resume: bool,
+                sparse_state: dict, pruned: dict) -> None:
+    """Stage 3; writes student/ and teacher/ generator files."""
+    names = family.generator_names
+    done = [run.generator("student", n) for n in names]
+    if distributed.broadcast_object(all(p.exists() for p in done)):
+        log.info("stage 'distill' already done (%s)", done[0].parent)
+        return
+    teacher_init = None
+    if recipe.distill.teacher == "scratch":
+        gens = run_pretrain(family, recipe, run, device, resume, recipe.model.ngf_teacher, "pretrain_T")
+        teacher_init = {"gens": gens} if gens is not None else None
+    seed_everything(recipe.seed + 1)
+    student = {n: pruned_generator(family, recipe, n, pruned[n], recipe.prune.inherit_weights) for n in names}
+    pretrain_student(family, recipe, run, device, resume, student)
+    teacher, fresh_d = stage3_teacher(family, recipe, device, sparse_state)
+    stage = make_distill_stage(family, recipe, device, student, teacher, teacher_init, train_teacher_d=fresh_d)
+    train_stage(stage, family, recipe, run, device, resume=resume)
+    t_ngf = recipe.model.ngf_student if teacher is not None else recipe.model.ngf_teacher
+
+    for n in names:
+        check_finite(stage.t_gens[n], f"stage 'distill' teacher generator {n}")
+        check_finite(stage.s_gens[n], f"stage 'distill' student generator {n}")
+
+    def save() -> None:
+        for n in names:
+            save_generator(run.generator("teacher", n), stage.t_gens[n], recipe, n, t_ngf)
+            save_generator(run.generator("student", n), stage.s_gens[n], recipe, n, recipe.model.ngf_student)
+    distributed.on_main(save)
+
+
+def pretrain_student(family: Family, recipe: Recipe, run: RunDir, device: torch.device, resume: bool,
+                     student: dict[str, nn.Module], epochs: int | None = None) -> None:
+    """Generator-only pre-training of the pruned students in place (``distill.student_pretrain_epochs``,
+    or ``epochs`` when given: the baselines' small nets get what the gcc student got):
+    GCC starts SRGAN's student from an MSE-trained model of the pruned architecture, as SRGAN
+    practice does. Stage 'pretrain_P'; its output is ``pretrain/pretrain_P.pt``."""
+    epochs = recipe.distill.student_pretrain_epochs if epochs is None else epochs
+    if not epochs:
+        return
+    gens = nn.ModuleDict(student)
+    out = run.pretrain("pretrain_P")
+    if stage_done(out):
+        log.info("stage 'pretrain_P' already done (%s)", out)
+        gens.load_state_dict(safe_load(out))
+        return
+    # In a forked random state: stage 3's teacher is drawn next, from the same state whether or not
+    # the student was pre-trained (the baselines' small-distill row relies on it).
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        seed_everything(recipe.seed + 3)
+        stage = PretrainStage(family, recipe.train, device, gens.to(device), epochs, "pretrain_P")
+        train_stage(stage, family, recipe, run, device, resume=resume)
+    state = stage.gens.state_dict()
+    check_finite(state, f"stage 'pretrain_P' output {out}")
+    distributed.on_main(atomic_save, state, out)
+    gens.cpu()
+
+
+def make_distill_stage(family: Family, recipe: Recipe, device: torch.device, student: dict[str, nn.Module],
+                       teacher: tuple[nn.ModuleDict, nn.ModuleDict] | None = None,
+                       teacher_init: dict | None = None, train_teacher_d: bool = False) -> DistillStage:
+    """Stage 3 as ``recipe`` sets it up: its discriminator mode, sections and classifiers."""
+    mode = make_mode(recipe.discriminator, seed=recipe.seed, vgg19_weights=recipe.eval.vgg19_weights)
+    return DistillStage(family, device, train=recipe.train, distill=recipe.distill, mode=mode, student=student,
+                        teacher=teacher, teacher_ngf=recipe.model.ngf_teacher, teacher_init=teacher_init,
+                        classifiers=load_classifiers(recipe.classifier.paths, family.generator_names, device),
+                        classifier=recipe.classifier, train_teacher_d=train_teacher_d)
+
+
+def run_export(family: Family, recipe: Recipe, run: RunDir) -> dict:
+    """Stage 4a: TorchScript and ONNX (as the recipe asks) of each student, with parity figures.
+
+    This is the one place the run's exports are written; ``evaluate`` reads them.
+    """
+    out = {}
+    names = family.generator_names
+    for n in names:
+        g, _ = load_generator(run.generator("student", n))
+        shipped = family.for_export(g)
+        example = family.example_input(n, 1)
+        entry = {}
+        if recipe.export.torchscript:
+            entry["torchscript"] = export_torchscript(shipped, example, run.export(n, names, ".pt"))
+        if recipe.export.onnx and not onnx_available():
+            log.warning("onnx/onnxruntime not installed (pip install 'gancompress[onnx]'): no ONNX export")
+            entry["onnx_skipped"] = "onnx or onnxruntime not installed"
+        elif recipe.export.onnx:
+            path = export_onnx(shipped, example, run.export(n, names, ".onnx"), opset=recipe.export.opset)
+            entry["onnx"] = {"path": str(path), "opset": recipe.export.opset,
+                             "max_abs_diff": onnx_parity(path, shipped, example)}
+        out[n] = entry
+    return out
+
+
+def build_report(family: Family, recipe: Recipe, run: RunDir, pruned: dict, exports: dict) -> dict:
+    """report.json: teacher vs student MACs (thop and complete), params, budget and widths.
+
+    The task metric and latency are added by ``evaluate.evaluate_run``.
+    """
+    pre = recipe.pretrained
+    route = {"name": recipe.route, "description": ROUTES[recipe.route], "teacher": recipe.distill.teacher}
+    if pre.generators:
+        from ..pretrained.discriminator_files import inspect_discriminator_file
+        from ..pretrained.generator_files import inspect_generator_file
+        route["pretrained"] = (
+            [{"role": "generator", "name": n, "file": str(f), "sha256": inspect_generator_file(f).sha256}
+             for n, f in pre.generators.items()]
+            + [{"role": "discriminator", "name": n, "file": str(f), "sha256": inspect_discriminator_file(f).sha256}
+               for n, f in (pre.discriminators or {}).items()])
+        route["teacher_weights"] = ("the pretrained generators as given" if recipe.distill.teacher == "frozen"
+                                    else "the pretrained generators, trained on in stage 3")
+    report = {"family": recipe.family, "recipe": recipe.name, "route": route, "generators": {}}
+    for n in family.generator_names:
+        teacher = load_generator(run.generator("teacher", n))[0]
+        student = load_generator(run.generator("student", n))[0]
+        example = family.example_input(n, 1)
+        t, s = count_macs(teacher, example), count_macs(student, example)
+        budget = pruned[n]["budget"]
+        entry = {"teacher": t.as_dict(), "student": s.as_dict(), "budget": budget / 1e9,
+                 "budget_tolerance": recipe.prune.tolerance,
+                 "student_within_budget": abs(s.complete - budget) <= recipe.prune.tolerance * budget,
+                 "macs_ratio": t.complete / s.complete, "channels_removed": pruned[n]["removed"],
+                 "channels_prunable": pruned[n]["channels"], "export": exports.get(n, {}),
+                 "input_shape": list(example.shape),
+                 "widths": {layer: [w, s_w] for (layer, w), s_w in
+                            zip(layer_widths(teacher).items(), layer_widths(student).values())}}
+        report["generators"][n] = entry
+    if len(family.generator_names) == 1:
+        only = report["generators"][family.generator_names[0]]
+        report.update({"teacher": only["teacher"], "student": only["student"], "budget": only["budget"]})
+    return report
+
+
+def compress(recipe: Recipe, run_dir: str | Path | RunDir, *, resume: bool = False, device: str | None = None,
+             until: str = "report") -> dict:
+    """Run the pipeline on ``recipe`` into ``run_dir``; returns the report (or a stage summary).
+
+    Args:
+        recipe: the resolved recipe.
+        run_dir: the run folder.
+        resume: continue a run found in ``run_dir``.
+        device: 'cpu', 'cuda' or None (CUDA when present).
+        until: stop after 'sparse', 'prune', 'distill' or run everything ('report').
+
+    Under a process group (``distributed.process_group``) every rank calls this alike; ranks
+    other than 0 return ``{"stage": "distill", "rank": r}`` after stage 3, while rank 0 exports,
+    reports and evaluates.
+    """
+    if until not in STAGES:
+        raise ValueError(f"until: expected one of {', '.join(STAGES)}, got {until!r}")
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    dev = pick_device(device)
+    if dev.type == "cuda" and recipe.train.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+    family = get_family(recipe.family)(recipe)
+    preflight(family, recipe, dev)
+    lock = RunLock(run.root)
+    distributed.on_main(lock.acquire)  # one process per run folder, released even on SIGKILL
+    try:
+        return _run_stages(family, recipe, run, dev, resume, until, device)
+    finally:
+        lock.release()
+
+
+def _run_stages(family: Family, recipe: Recipe, run: RunDir, dev: torch.device, resume: bool, until: str,
+                device: str | None) -> dict:
+    prepare_run_dir(recipe, run, resume)
+    sparse_state = run_sparse(family, recipe, run, dev, resume)
+    if until == "sparse":
+        return {"stage": "sparse", "path": str(run.sparse)}
+    pruned = run_prune(family, recipe, run, sparse_state)
+    if until == "prune":
+        return {"stage": "prune", "generators": {n: {"macs": e["macs"] / 1e9, "budget": e["budget"] / 1e9}
+                                                 for n, e in pruned.items()}}
+    run_distill(family, recipe, run, dev, resume, sparse_state, pruned)
+    if until == "distill":
+        return {"stage": "distill"}
+    if distributed.rank() != 0:
+        return {"stage": "distill", "rank": distributed.rank()}
+    exports = run_export(family, recipe, run)
+    atomic_write_json(run.report_json, build_report(family, recipe, run, pruned, exports))
+    return evaluate_run(run, device)
