@@ -4,6 +4,8 @@ A command module has ``NAME``, ``HELP`` (one line for the command list), a docst
 ``--help`` description), ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status).
 User mistakes are raised as :class:`~gancompress.errors.GanCompressError`; ``cli.main`` prints
 them in one line and exits 2. Adding a command is one module and one entry below.
+
+May import: every layer (commands and the ``cli`` entry point are the top).
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..method.classifier import train_run_detectors
+    from ..run.detectors import train_run_detectors
 
     results = train_run_detectors(args.run_dir, role=args.role, generator=args.generator, out=args.out,
                                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,

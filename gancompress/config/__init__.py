@@ -1,4 +1,15 @@
-"""The recipe's sections as typed, frozen dataclasses, their schema and the bounded YAML reader."""
+"""The recipe: its sections as typed, frozen dataclasses, and the reading that checks them.
+
+- :mod:`.sections`: one dataclass per recipe section (``data``, ``train``, ``prune``, ...) and the
+  typed :class:`Budget`; the ``model`` section is each family's own dataclass.
+- :mod:`.schema`: checks a raw mapping against a dataclass (types, ranges, unknown keys), with
+  errors that name the key path.
+- :mod:`.reader`: the bounded YAML reader (size, depth, duplicate keys) and ``--set`` values.
+
+Knows no family: reading a recipe against its family is :mod:`gancompress.families.recipe`.
+
+May import: errors.
+"""
 from __future__ import annotations
 
 from .sections import (

@@ -1,7 +1,11 @@
-"""Family adapters and their registry.
+"""Family adapters and their registry: one module per GAN family (Pix2Pix, CycleGAN, SAGAN,
+SRGAN) that builds its nets, data, losses and evaluation, and the reading of a recipe against
+its family (:mod:`.recipe`).
 
 A family is one module with one :class:`~gancompress.families.base.Family` subclass. Adding a
 family adds its module and one entry in :data:`FAMILIES`.
+
+May import: errors, config, system, files, nets, data, metrics, demo, method.
 """
 from __future__ import annotations
 

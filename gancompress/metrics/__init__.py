@@ -6,6 +6,8 @@ whether the figure is comparable with a published one).
 
 Names are resolved lazily (PEP 562), so ``import gancompress.metrics`` does not pull in kornia,
 segmentation_models_pytorch or torch-fidelity until a metric that needs them is used.
+
+May import: errors, config, system, files, nets, data.
 """
 
 from __future__ import annotations

@@ -11,5 +11,7 @@ Modules: :mod:`.files` reads a weights file and checks its keys and shapes again
 :mod:`.layouts` describes the layouts of other codebases' files and maps their keys onto ours;
 :mod:`.generator_files` and :mod:`.discriminator_files` recognise a file and infer the settings it
 implies; :mod:`.loading` loads a file into a family's net and checks every file a recipe names.
+
+May import: errors, config, system, files, nets, data, metrics, demo, method, families.
 """
 from __future__ import annotations
