@@ -27,7 +27,7 @@ MOVED: dict[str, str] = {
     "optim": "system.optim",
     "fileio": "files.atomic",
     "checkpoint": "files.checkpoint",
-    "paths": "files.paths",
+    "paths": "files.rundir",
     "rundir": "files.rundir",
     "runlock": "files.runlock",
     "layers": "nets.layers",

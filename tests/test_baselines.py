@@ -7,8 +7,8 @@ import torch
 import yaml
 
 import gancompress.experiments.baselines.rows as baselines
-import gancompress.run.evaluate as evaluate
 import gancompress.run.pipeline as pipeline
+import gancompress.run.report as run_report
 from gancompress.cli import main
 from gancompress.errors import RecipeError
 from gancompress.experiments.baselines import run_baselines
@@ -167,7 +167,7 @@ def test_every_row_two_seeds_shared_stages_once_and_resume(tiny_raw, tmp_path, m
     monkeypatch.setattr(pipeline, "prune_generator", prune)
     monkeypatch.setattr(pipeline, "make_distill_stage", make_distill_stage)
     monkeypatch.setattr(baselines, "GANStage", gan_stage)
-    monkeypatch.setattr(evaluate, "_plots", lambda run: [])  # report.md's plots: seconds of matplotlib each
+    monkeypatch.setattr(run_report, "_plots", lambda run: [])  # report.md's plots: seconds of matplotlib each
     monkeypatch.setattr(baselines, "LATENCY_ROUNDS", 1)
 
     folder, result = run_baselines(str(recipe), [], seeds=2, out_dir=tmp_path / "bl", device="cpu")

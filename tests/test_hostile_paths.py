@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from gancompress.errors import RecipeError
-from gancompress.files.paths import MAX_NAME, safe_run_name
+from gancompress.files.rundir import MAX_NAME, safe_run_name
 
 
 @pytest.mark.parametrize("name", ["pix2pix_cityscapes", "horse2zebra-v1.2", "expérience", "a", "x" * MAX_NAME])

@@ -18,7 +18,7 @@ from ..config.reader import parse_override_value, read_recipe_yaml
 from ..config.schema import build_dataclass
 from ..config.sections import Recipe
 from ..errors import RecipeError
-from ..files.paths import safe_run_name
+from ..files.rundir import safe_run_name
 from ..method.discriminators.modes import MODES
 from . import FAMILIES
 

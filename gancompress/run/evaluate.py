@@ -1,15 +1,12 @@
-"""Evaluate a finished run: task metric and latency; report.json and report.md.
+"""Evaluate a finished run: task metric and latency, into report.json and report.md.
 
 ``gancompress evaluate RUN_DIR`` (and the last step of ``compress``) loads the teacher and
 student generators of the run, asks the family for its task metric, measures latency of both
 (median over warmed-up runs), takes the export parity figures the export stage recorded, and
-writes ``report.json`` plus a readable ``report.md`` with the table, the latest sample grid and
-plots of the losses and of the active-channel fraction per discriminator layer (plots need
-matplotlib: ``gancompress[plots]``).
+writes ``report.json`` and ``report.md`` (:mod:`gancompress.run.report`).
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -19,11 +16,11 @@ from ..errors import GanCompressError
 from ..export.generator import load_generator
 from ..families import get_family
 from ..families.recipe import load_recipe
-from ..files.atomic import atomic_write, atomic_write_json, atomic_write_text
+from ..files.atomic import atomic_write_json
 from ..files.rundir import RunDir
-from ..metrics.registry import evaluate_generators, protocol_markdown
+from ..metrics.registry import evaluate_generators
 from ..system.devices import pick_device
-from ..system.optim import resolve_amp
+from .report import read_report, training_record, write_markdown
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +52,7 @@ def evaluate_run(run_dir: str | Path | RunDir, device: str | None = None) -> dic
     recipe = load_recipe(run.recipe)
     family = get_family(recipe.family)(recipe)
     dev = pick_device(device)
-    report = _read_report(run)
+    report = read_report(run)
     teacher = _load_role(run, "teacher", family.generator_names)
     student = _load_role(run, "student", family.generator_names)
     with torch.no_grad():
@@ -84,128 +81,3 @@ def evaluate_run(run_dir: str | Path | RunDir, device: str | None = None) -> dic
     atomic_write_json(run.report_json, report)
     write_markdown(run, report)
     return report
-
-
-def training_record(recipe, device: torch.device) -> dict:
-    """How the run's weights were trained, for the report: a figure trained in bf16 or fp16 is not
-    an fp32 figure, and the reader of a table should know which it is."""
-    try:
-        precision = resolve_amp(recipe.train.amp, device)
-    except GanCompressError:
-        precision = recipe.train.amp
-    return {"precision": {"off": "fp32"}.get(precision, precision), "amp_setting": recipe.train.amp,
-            "device": str(device.type), "seed": recipe.seed, "sparse_epochs": recipe.sparse_epochs,
-            "distill_epochs": recipe.distill_epochs, "batch_size": recipe.data.batch_size}
-
-
-def _read_report(run: RunDir) -> dict:
-    try:
-        report = json.loads(run.report_json.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GanCompressError(f"{run.report_json}: not a readable report ({exc}); delete it and run "
-                               f"gancompress compress RECIPE --run-dir {run} --resume to write it again") from None
-    if not isinstance(report, dict) or not isinstance(report.get("generators"), dict):
-        raise GanCompressError(f"{run.report_json}: not a gancompress report (no 'generators'); delete it and run "
-                               f"gancompress compress RECIPE --run-dir {run} --resume to write it again")
-    return report
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def write_markdown(run: RunDir, report: dict) -> Path:
-    """report.md: teacher vs student table per generator, sample grid and training plots."""
-    lines = [f"# {report['recipe']} ({report['family']})", ""]
-    for n, g in report["generators"].items():
-        lines += [f"## Generator {n}", "", "| | teacher | student |", "|---|---|---|"]
-        lines.append(f"| MACs (thop, G) | {_fmt(g['teacher']['macs'])} | {_fmt(g['student']['macs'])} |")
-        lines.append(f"| MACs (complete, G) | {_fmt(g['teacher']['macs_complete'])} | "
-                     f"{_fmt(g['student']['macs_complete'])} |")
-        lines.append(f"| params (M) | {_fmt(g['teacher']['params'])} | {_fmt(g['student']['params'])} |")
-        for setting, row in g.get("latency", {}).get("models", {}).get("teacher", {}).items():
-            s_row = g["latency"]["models"]["student"].get(setting, {})
-            if "median_ms" in row and "median_ms" in s_row:
-                lines.append(f"| latency {setting} (ms, {g['latency']['device']}) | {_fmt(row['median_ms'])} | "
-                             f"{_fmt(s_row['median_ms'])} |")
-        for role_metrics in [g.get("metrics", {})]:
-            keys = sorted({k for r in role_metrics.values() for k in r if isinstance(r, dict)})
-            for k in keys:
-                t, s = role_metrics.get("teacher", {}).get(k), role_metrics.get("student", {}).get(k)
-                if isinstance(t, (int, float)) or isinstance(s, (int, float)):
-                    lines.append(f"| {k} | {_fmt(t)} | {_fmt(s)} |")
-        lines += ["", f"Budget {_fmt(g['budget'])} GMACs (tolerance {g['budget_tolerance']:.0%}); "
-                  f"MACs ratio {_fmt(g['macs_ratio'])}."]
-        others = {r: v for r, v in g.get("metrics", {}).items() if r not in ("teacher", "student")}
-        for role, vals in others.items():
-            lines.append(f"{role}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in vals.items()
-                                                 if isinstance(v, (int, float))))
-        for setting, speed in g.get("speedup_vs_macs", {}).items():
-            lines.append(f"Speed-up {setting}: measured {_fmt(speed['measured'])}x vs MACs ratio "
-                         f"{_fmt(speed['macs_ratio'])}x.")
-        if "onnx" in g:
-            lines.append(f"ONNX (opset {g['onnx']['opset']}): max |onnxruntime - eager| = "
-                         f"{g['onnx']['max_abs_diff']:.3g}.")
-        if g.get("protocol"):
-            lines += ["", "How each figure was measured:", ""] + protocol_markdown({n: g["protocol"]})
-        lines.append("")
-    if "training" in report:
-        t = report["training"]
-        lines += [f"Trained in {t['precision']} (train.amp: {t['amp_setting']}) on {t['device']}, seed {t['seed']}, "
-                  f"{t['sparse_epochs']} sparse + {t['distill_epochs']} distillation epochs at batch "
-                  f"{t['batch_size']}.", ""]
-    grids = run.sample_grids("distill")
-    if grids:
-        lines += ["## Samples (input | teacher | student | target)", "",
-                  f"![samples]({grids[-1].relative_to(run.root)})", ""]
-    for plot in _plots(run):
-        lines += [f"![{plot.stem}]({plot.relative_to(run.root)})", ""]
-    return atomic_write_text(run.report_md, "\n".join(lines))
-
-
-def _plots(run: RunDir) -> list[Path]:
-    """Loss curves and active-channel fractions of stage 3, if matplotlib is installed."""
-    metrics = run.metrics
-    if not metrics.is_file():
-        return []
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.info("matplotlib not installed (pip install 'gancompress[plots]'): no plots in report.md")
-        return []
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("stage") == "distill"]
-    if not rows:
-        return []
-    out = []
-    steps = [r["step"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key in [k for k in rows[-1] if k.startswith(("S_", "T_", "alpha", "L_target", "gap"))]:
-        ax.plot(steps, [r.get(key, float("nan")) for r in rows], label=key)
-    ax.set_yscale("symlog")
-    ax.set_xlabel("iteration")
-    ax.legend(fontsize=7, ncol=2)
-    out.append(_save_figure(fig, run.plot("losses")))
-    plt.close(fig)
-    active = [k for k in rows[-1] if k.startswith("active_")]
-    if active:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for key in active:
-            series = [r[key] for r in rows if key in r]
-            for layer in range(len(series[0])):
-                ax.plot(steps[-len(series):], [s[layer] for s in series], label=f"{key} layer {layer + 1}")
-        ax.set_ylim(-0.05, 1.05)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("active channels")
-        ax.legend(fontsize=7)
-        out.append(_save_figure(fig, run.plot("active_channels")))
-        plt.close(fig)
-    return out
-
-
-def _save_figure(fig, path: Path) -> Path:
-    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))

@@ -37,7 +37,8 @@ from ..system.finite import check_finite, reset_running_stats
 from .evaluate import evaluate_run
 from .preflight import preflight
 from .record import prepare_run_dir, stage_done
-from .routes import ROUTES, load_pretrained, route_lines, stage3_teacher
+from .report import build_report
+from .routes import load_pretrained, route_lines, stage3_teacher
 from .stages import DistillStage, PretrainStage, SparseStage, build_generators, build_pair
 from .train import train_stage
 
@@ -278,45 +279,6 @@ def run_export(family: Family, recipe: Recipe, run: RunDir) -> dict:
                              "max_abs_diff": onnx_parity(path, shipped, example)}
         out[n] = entry
     return out
-
-
-def build_report(family: Family, recipe: Recipe, run: RunDir, pruned: dict, exports: dict) -> dict:
-    """report.json: teacher vs student MACs (thop and complete), params, budget and widths.
-
-    The task metric and latency are added by ``evaluate.evaluate_run``.
-    """
-    pre = recipe.pretrained
-    route = {"name": recipe.route, "description": ROUTES[recipe.route], "teacher": recipe.distill.teacher}
-    if pre.generators:
-        from ..pretrained.discriminator_files import inspect_discriminator_file
-        from ..pretrained.generator_files import inspect_generator_file
-        route["pretrained"] = (
-            [{"role": "generator", "name": n, "file": str(f), "sha256": inspect_generator_file(f).sha256}
-             for n, f in pre.generators.items()]
-            + [{"role": "discriminator", "name": n, "file": str(f), "sha256": inspect_discriminator_file(f).sha256}
-               for n, f in (pre.discriminators or {}).items()])
-        route["teacher_weights"] = ("the pretrained generators as given" if recipe.distill.teacher == "frozen"
-                                    else "the pretrained generators, trained on in stage 3")
-    report = {"family": recipe.family, "recipe": recipe.name, "route": route, "generators": {}}
-    for n in family.generator_names:
-        teacher = load_generator(run.generator("teacher", n))[0]
-        student = load_generator(run.generator("student", n))[0]
-        example = family.example_input(n, 1)
-        t, s = count_macs(teacher, example), count_macs(student, example)
-        budget = pruned[n]["budget"]
-        entry = {"teacher": t.as_dict(), "student": s.as_dict(), "budget": budget / 1e9,
-                 "budget_tolerance": recipe.prune.tolerance,
-                 "student_within_budget": abs(s.complete - budget) <= recipe.prune.tolerance * budget,
-                 "macs_ratio": t.complete / s.complete, "channels_removed": pruned[n]["removed"],
-                 "channels_prunable": pruned[n]["channels"], "export": exports.get(n, {}),
-                 "input_shape": list(example.shape),
-                 "widths": {layer: [w, s_w] for (layer, w), s_w in
-                            zip(layer_widths(teacher).items(), layer_widths(student).values())}}
-        report["generators"][n] = entry
-    if len(family.generator_names) == 1:
-        only = report["generators"][family.generator_names[0]]
-        report.update({"teacher": only["teacher"], "student": only["student"], "budget": only["budget"]})
-    return report
 
 
 def compress(recipe: Recipe, run_dir: str | Path | RunDir, *, resume: bool = False, device: str | None = None,
