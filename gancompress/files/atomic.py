@@ -3,14 +3,19 @@
 Every file gancompress writes goes through :func:`atomic_write`: the bytes go to a temporary file
 in the target's folder, are flushed and fsynced, the file is renamed over the target, and the
 folder itself is fsynced so the rename survives a power cut. A failed write leaves the previous
-file intact and no temporary file behind.
+file intact and no temporary file behind. The file comes out with the mode a plain ``open`` would
+give it (0666 less the umask), or, when it replaces a file, that file's mode: the temporary
+file's own 0600 would otherwise survive the rename and hide every checkpoint, report and export
+from the other users of a shared server.
 """
 from __future__ import annotations
 
 import errno
 import json
 import os
+import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Callable
 
@@ -40,6 +45,34 @@ def describe_oserror(exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return "permission denied"
     return exc.strerror or str(exc)
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the kernel tells (Linux's
+    /proc/self/status); elsewhere set and restored under a lock."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def target_mode(path: Path) -> int:
+    """The permission bits ``path`` should have once written: those of the file it replaces, else
+    what ``open(path, "w")`` would create (0666 less the umask)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~current_umask()
 
 
 def fsync_dir(folder: Path) -> None:
@@ -76,6 +109,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
                          "writable folder (--run-dir / --out)") from None
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), target_mode(path))
             write(f)
             f.flush()
             os.fsync(f.fileno())
