@@ -20,26 +20,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.images import IMAGE_SUFFIXES, list_images, load_rgb
 from ..errors import DataError, GanCompressError
-from ..files.atomic import atomic_write
+from ..files.checkpoint import atomic_save
 from .palette import Palette, cityscapes_palette, colour_to_ids
 from .segmenter import SEGMENTER_FORMAT, build_segmenter_net
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "AlignedSegmentationDataset",
     "build_auto_palette",
     "colour_to_ids",
     "list_aligned_images",
     "lr_at",
     "read_aligned",
-    "save_atomic",
     "train_segmenter",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 #: ImageNet statistics, the usual normalisation for smp encoders.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,20 +45,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SIZE_MULTIPLE = 32
 
 
+#: The fix a message about an unreadable training image offers (after "remove it or").
+_BAD_IMAGE_HINT = "replace it with a readable A|B image"
+
+
 def list_aligned_images(root) -> list:
-    """Sorted image files directly inside ``root``; raises DataError when there are none."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(
-            f"segmenter training folder {root} does not exist: point it at a pix2pix aligned folder (A|B images)"
-        )
-    paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    if not paths:
-        raise DataError(
-            f"segmenter training folder {root} holds no {'/'.join(IMAGE_EXTENSIONS)} images: "
-            f"put the aligned A|B training images there"
-        )
-    return paths
+    """Sorted image files (:data:`~gancompress.data.images.IMAGE_SUFFIXES`) directly inside ``root``;
+    DataError names the folder when it is missing or holds none."""
+    return list_images(Path(root), "the segmenter's training folder: pix2pix aligned A|B images, label | photo, "
+                                    f"as {'/'.join(IMAGE_SUFFIXES)} files")
 
 
 def read_aligned(path) -> tuple:
@@ -72,13 +65,7 @@ def read_aligned(path) -> tuple:
     Returns:
         ``(label_rgb, photo)``: label_rgb (H, W, 3) uint8 tensor; photo (3, H, W) float in [0, 1].
     """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except OSError as e:
-        raise DataError(f"cannot read image {path} ({e}): remove or replace the file") from e
+    arr = np.asarray(load_rgb(Path(path), convert=True, hint=_BAD_IMAGE_HINT))
     w = arr.shape[1]
     if w % 2:
         raise DataError(f"image {path} is {w} pixels wide, not even: an aligned image is label|photo side by side")
@@ -196,12 +183,6 @@ class AlignedSegmentationDataset(torch.utils.data.Dataset):
 def lr_at(step: int, total_steps: int, base_lr: float) -> float:
     """Cosine learning-rate decay from ``base_lr`` at step 0 to 0 at ``total_steps``."""
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
-
-
-def save_atomic(obj, path) -> Path:
-    """``torch.save`` through :func:`gancompress.files.atomic.atomic_write`: a crash mid-write never
-    leaves a truncated checkpoint at ``path``."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _resolve_palette(palette, labels_from, paths, ignore_index):
@@ -350,6 +331,6 @@ def train_segmenter(
             "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "num_images": len(dataset), **result
         },
     }
-    save_atomic(ckpt, out_path)
+    atomic_save(ckpt, out_path)
     log.info("wrote segmenter %s", out_path)
     return result
