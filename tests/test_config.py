@@ -1,3 +1,4 @@
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -82,14 +83,28 @@ def test_budget_forms():
 
 
 def test_recipe_is_frozen(tiny_recipe):
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         tiny_recipe.distill.gamma_t = 3.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tiny_recipe.model.ngf_student = 3
+    assert tiny_recipe.distill.gamma_t != 3.0
 
 
 def test_shipped_recipes_load():
-    for path in sorted((ROOT / "recipes").rglob("*.yaml")):
-        recipe = load_recipe(path)
-        assert recipe.name
+    recipes = {str(p.relative_to(ROOT / "recipes")): load_recipe(p) for p in sorted((ROOT / "recipes").rglob("*.yaml"))}
+    assert len(recipes) >= 10
+    for where, recipe in recipes.items():
+        assert recipe.name and where.split("/")[-1].startswith(recipe.family)  # files are named <family>_...
+    city = recipes["pix2pix_cityscapes.yaml"]  # GCC's Table I, Pix2Pix row
+    assert (city.family, city.model.ngf_teacher, city.model.ngf_student) == ("pix2pix", 64, 32)
+    assert (city.distill.gamma_m, city.distill.gamma_t, city.train.gan_loss) == (50, 1e4, "hinge")
+    assert city.prune.budget.kind == "gmacs" and city.prune.budget.value == 3.0
+    assert city.discriminator.tau == 0.5
+    horse = recipes["cyclegan_horse2zebra.yaml"]
+    assert horse.prune.budget_for("AtoB").value == 2.4 and horse.prune.budget_for("BtoA").value == 2.7
+    assert horse.discriminator.tau == 0.1 and horse.train.gan_loss == "lsgan"
+    assert recipes["srgan_coco.yaml"].train.gan_loss == "vanilla"
+    assert recipes["demo/pix2pix.yaml"].data.root.endswith("demo_data/pix2pix")
 
 
 def test_bad_yaml_is_one_line(tmp_path):

@@ -109,14 +109,25 @@ def _classifier_file(path, generator):
 
 
 def test_classifier_term_joins_the_student_loss(tiny_raw, tmp_path):
+    """phi * L_fool reaches the student's gradient, weighted by phi; the classifier stays frozen."""
     path = _classifier_file(tmp_path / "c.pt", "G")
-    stage, batches = _stage(tiny_raw, f"classifier.paths=[{path}]", "classifier.phi=0.5")
-    assert len(stage.classifiers["G"]) == 1
-    classifier = stage.classifiers["G"][0]
-    weights = [p.detach().clone() for p in classifier.parameters()]
-    logs = stage.step(batches[0], batches[1])
-    assert torch.isfinite(logs["S_classifier"]) and logs["S_classifier"] > 0
-    assert all(torch.equal(w, p) for w, p in zip(weights, classifier.parameters()))  # frozen
+    grads, guides = {}, {}
+    for phi in (0.0, 0.5, 1.0):
+        stage, batches = _stage(tiny_raw, f"classifier.paths=[{path}]", f"classifier.phi={phi}")
+        assert len(stage.classifiers["G"]) == 1
+        classifier = stage.classifiers["G"][0]
+        weights = [p.detach().clone() for p in classifier.parameters()]
+        torch.manual_seed(1)  # the same dropout draws in every run
+        logs = stage.step(batches[0], batches[1])
+        assert all(torch.equal(w, p) for w, p in zip(weights, classifier.parameters()))  # frozen
+        guides[phi] = logs["S_classifier"]
+        grads[phi] = torch.cat([p.grad.flatten() for p in stage.s_gens["G"].parameters()])
+    assert torch.isfinite(guides[0.5]) and guides[0.5] > 0
+    assert torch.allclose(guides[0.0], guides[1.0])  # the same student output is judged in each run
+    full = grads[1.0] - grads[0.0]  # the classifier term's own gradient
+    assert full.abs().max() > 1e-6
+    err = ((grads[0.5] - grads[0.0]) - 0.5 * full).abs().max()
+    assert err < 0.05 * full.abs().max()  # float noise of sums over gradients about 1e4 times larger
 
 
 def test_classifier_for_another_generator_is_refused(tiny_raw, tmp_path):

@@ -55,11 +55,29 @@ def test_every_discriminator_mode_runs_on_every_family(name, mode):
     student = {n: family.build_generator(n, recipe.model.ngf_student) for n in family.generator_names}
     stage = make_distill_stage(family, recipe, CPU, student)
     stage.set_epoch(0)
+    g_before = [p.detach().clone() for p in stage.s_gens.parameters()]
+    d_before = [p.detach().clone() for p in stage.s_discs.parameters()]
+    extra_before = [p.detach().clone() for p in stage.mode.extra_d_parameters()]
     for _ in range(2):
         logs = stage.step(family.synthetic_batch(2, CPU), family.synthetic_batch(2, CPU))
     assert all(torch.isfinite(v).all() for v in logs.values())
+    # both the student generator and its discriminator trained
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, stage.s_gens.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, stage.s_discs.parameters()))
     if "dmd" in mode:
         dmds = [find_dmd(d) for d in stage.s_discs.values()]
         assert len(dmds) == len(family.generator_names) and all(d is not None and d.active for d in dmds)
+        name = family.generator_names[0]
+        d, dmd = stage.s_discs[name], dmds[0]
+        inputs = family.generator_inputs(family.synthetic_batch(2, CPU))
+        with torch.no_grad():
+            image = family.d_input(name, inputs, stage.s_gens[name](inputs[name]))
+            masked = d(image)
+            dmd.active = False
+            plain = d(image)
+            dmd.active = True
+        assert not torch.allclose(masked, plain)  # the mask changes what D computes
     else:
         assert logs["S_glead"] > 0
+        assert extra_before and any(not torch.equal(a, b) for a, b in
+                                    zip(extra_before, stage.mode.extra_d_parameters()))  # the decoder learns
