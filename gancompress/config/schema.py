@@ -1,7 +1,7 @@
 """Checking raw recipe mappings against frozen dataclasses.
 
 The lowest layer of recipe handling: it knows types, ranges and key paths, nothing about GANs.
-``config.py`` declares the sections with it and the families declare their ``model`` sections
+``sections.py`` declares the sections with it and the families declare their ``model`` sections
 with it, so neither has to import the other.
 
 A field's range is declared with :func:`bounded`; a value type with its own syntax (the pruning

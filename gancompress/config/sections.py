@@ -1,8 +1,8 @@
 """The recipe's sections: typed, frozen dataclasses.
 
 Every section of a recipe is a dataclass here; the ``model`` section is the family's own
-dataclass (declared in its module with :mod:`schema`). Reading a file, applying ``--set``
-overrides and picking the family's ``model`` section happen in :mod:`recipe`; this module knows
+dataclass (declared in its module with :mod:`.schema`). Reading a file, applying ``--set``
+overrides and picking the family's ``model`` section happen in :mod:`gancompress.families.recipe`; this module knows
 no family. Relative paths in a recipe are taken relative to the working directory the command
 runs in.
 """

@@ -46,7 +46,7 @@ def export_onnx(model: torch.nn.Module, example_input: torch.Tensor, path, opset
     """Export a single-input, single-output model to ONNX with a dynamic batch axis.
 
     The graph is checked with ``onnx.checker`` in memory, then written atomically
-    (:func:`fileio.atomic_write`), so an interrupted export never leaves a broken file.
+    (:func:`gancompress.files.atomic.atomic_write`), so an interrupted export never leaves a broken file.
 
     Args:
         model: network in the form to deploy (spectral norm already folded); exported in eval

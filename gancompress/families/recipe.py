@@ -1,13 +1,13 @@
-"""Reading a recipe: YAML file -> ``--set`` overrides -> checked, frozen :class:`~config.Recipe`.
+"""Reading a recipe: YAML file -> ``--set`` overrides -> checked, frozen :class:`~gancompress.config.Recipe`.
 
-Every key is checked against the dataclasses of :mod:`config` and, for the ``model`` section,
+Every key is checked against the dataclasses of :mod:`gancompress.config` and, for the ``model`` section,
 against the family's own dataclass. Unknown keys, missing required keys, wrong types and
 out-of-range values raise :class:`RecipeError` naming the file and the key path, e.g.
 ``recipes/x.yaml: distill.gamma_t: expected a number, got 'abc'``. Dotted overrides
 (``--set distill.gamma_t=1e3``) are applied to the raw mapping before the check, so they obey the
 same rules.
 
-This module sits above both :mod:`config` and the families: it is where the two meet.
+This module sits above both :mod:`gancompress.config` and the families: it is where the two meet.
 """
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ _MAX_REASON = 400
 
 
 def atomic_save(obj, path: str | Path) -> Path:
-    """``torch.save`` to ``path`` atomically (see :func:`fileio.atomic_write`).
+    """``torch.save`` to ``path`` atomically (see :func:`gancompress.files.atomic.atomic_write`).
 
     Raises WriteError (naming the file and why, e.g. a full disk) if it cannot be written; the
     previous file at ``path`` is then untouched.

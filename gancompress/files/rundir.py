@@ -7,8 +7,8 @@
     history/recipe-<n>.yaml  the recipe before the n-th resume that changed settings
     pretrain/<stage>.pt    optional generator-only pre-training (train.pretrain_epochs > 0)
     sparse/model.pt        stage 1: the sparse generators and discriminators
-    pruned/pruned.pt       stage 2: pruned architectures (see prune.architecture_record) + weights
-    student/, teacher/     stage 3: rebuildable generator files (export.load_generator)
+    pruned/pruned.pt       stage 2: pruned architectures (see method.pruning.architecture_record) + weights
+    student/, teacher/     stage 3: rebuildable generator files (export.generator.load_generator)
     checkpoints/           <stage>-<step>.pt, the latest train.keep_checkpoints of each stage
     samples/               PNG grids per epoch: input | teacher | student | target
     metrics.jsonl          losses and diagnostics every train.log_every iterations

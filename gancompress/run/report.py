@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 def build_report(family: Family, recipe: Recipe, run: RunDir, pruned: dict, exports: dict) -> dict:
     """report.json: teacher vs student MACs (thop and complete), params, budget and widths.
 
-    The task metric and latency are added by ``evaluate.evaluate_run``.
+    The task metric and latency are added by ``run.evaluate.evaluate_run``.
     """
     pre = recipe.pretrained
     route = {"name": recipe.route, "description": ROUTES[recipe.route], "teacher": recipe.distill.teacher}

@@ -25,7 +25,7 @@ stages here do not, and each mismatch would need a work-around:
   forward of their own to wrap.
 
 So, as stylegan3's training loop does, :func:`sync_grads` averages each optimiser's gradients
-in one coalesced all-reduce right before its step (``stages.Precision.step`` calls it; the alpha
+in one coalesced all-reduce right before its step (``system.optim.Precision.step`` calls it; the alpha
 optimiser calls it directly). The cost is that the all-reduce does not overlap the backward pass.
 
 What differs between ranks, and when it is made equal

@@ -47,7 +47,7 @@ class DistillStage:
         device: where to train.
         train: the recipe's ``train`` section (optimiser, precision, speed options).
         distill: the ``distill`` section (teacher handling, epochs, gamma_m/gamma_t, D layers).
-        mode: the student discriminator's mode (``discriminators.modes.make_mode``).
+        mode: the student discriminator's mode (``method.discriminators.modes.make_mode``).
         student: the pruned generators by name (their architecture is fixed).
         teacher: generators and discriminators to continue from, or None to build them fresh.
         teacher_ngf: width of fresh teacher generators (``model.ngf_teacher``).
