@@ -42,8 +42,8 @@ def test_ema_target_matches_hand_computation():
 
 
 def test_alpha_lr_decays_every_n_epochs():
-    assert coordination.alpha_lr(1e-4, 99, 100, 0.1) == 1e-4
-    assert abs(coordination.alpha_lr(1e-4, 100, 100, 0.1) - 1e-5) < 1e-12
+    assert coordination.alpha_lr_at(1e-4, 99, 100, 0.1) == 1e-4
+    assert abs(coordination.alpha_lr_at(1e-4, 100, 100, 0.1) - 1e-5) < 1e-12
 
 
 def test_mask_is_hard_forward_straight_through_backward():

@@ -34,6 +34,10 @@ def _forward_order(model: nn.Module, *inputs) -> list[nn.Module]:
     return order
 
 
+def _last_conv(module: nn.Module) -> nn.Module:
+    return [m for m in module.modules() if isinstance(m, CONVS)][-1]
+
+
 def _conv_index_before(order: list[nn.Module], tap: nn.Module, skip=()) -> int:
     """1-based index, among convs in forward order, of the last conv called before ``tap``."""
     convs = [m for m in order[: order.index(tap) + 1]
@@ -63,14 +67,15 @@ def test_resnet_distill_points_follow_table_ii():
     g = ResnetGenerator(ngf=4, n_blocks=9)
     order = _forward_order(g, torch.randn(1, 3, 32, 32))
     points = g.distill_points()
-    assert [_conv_index_before(order, p) for p in points] == [3, 9, 15, 21]
-    assert isinstance(points[0], nn.ReLU)
-    assert all(isinstance(p, nn.InstanceNorm2d) for p in points[1:])
+    # the residual blocks' outputs after the add (the official GCC code's taps): their last convs
+    assert [_conv_index_before(order, _last_conv(p)) for p in points[1:]] == [9, 15, 21]
+    assert _conv_index_before(order, points[0]) == 3 and isinstance(points[0], nn.ReLU)
+    blocks = g.residual_blocks()
+    assert points[1:] == [blocks[2], blocks[5], blocks[8]]
     m = MobileResnetGenerator(ngf=4, n_blocks=9)
     assert len(m.convs()) == 42
     blocks = m.residual_blocks()
-    assert m.distill_points()[1:] == [blocks[2].conv_block[-1], blocks[5].conv_block[-1],
-                                      blocks[8].conv_block[-1]]
+    assert m.distill_points()[1:] == [blocks[2], blocks[5], blocks[8]]
     assert len(ResnetGenerator(ngf=4, n_blocks=2).distill_points()) == 3  # duplicates dropped
 
 
@@ -113,8 +118,9 @@ def test_sagan_distill_points_follow_table_ii():
     order = _forward_order(g, torch.randn(1, 16))
     attn = [m for m in g.modules() if isinstance(m, SelfAttention)]
     points = g.distill_points()
-    assert [_conv_index_before(order, p, skip=attn) for p in points] == [2, 4]
-    assert all(isinstance(p, nn.ReLU) for p in points)
+    assert _conv_index_before(order, points[0], skip=attn) == 2 and isinstance(points[0], nn.ReLU)
+    assert points[1] is g.attn2  # after conv 4 and its attention, as the official GCC code taps
+    assert _conv_index_before(order, g.l4[-1], skip=attn) == 4
 
 
 def test_srresnet_shapes_and_distill_points():
@@ -124,8 +130,8 @@ def test_srresnet_shapes_and_distill_points():
     order = _forward_order(g, x)
     assert sum(isinstance(m, CONVS) for m in order) == 37
     points = g.distill_points()
-    assert [_conv_index_before(order, p) for p in points] == [9, 17, 25, 33]
-    assert all(isinstance(p, nn.BatchNorm2d) for p in points)
+    assert [_conv_index_before(order, _last_conv(p)) for p in points] == [9, 17, 25, 33]
+    assert all(p in list(g.blocks) for p in points)  # block outputs, after the residual add
     assert sum(isinstance(m, SubPixelBlock) for m in g.modules()) == 2
 
 

@@ -148,8 +148,8 @@ def convert(tp: Any, value: Any, path: str, where: str) -> Any:
 def check_range(f: dataclasses.Field, value: Any, path: str, where: str) -> None:
     """Raise RecipeError if ``value`` lies outside the range declared on field ``f``."""
     bounds = field_range(f)
-    if bounds is None or value is None or isinstance(value, bool):
-        return
+    if bounds is None or value is None or isinstance(value, (bool, str)):
+        return  # a word a numeric field also takes ('auto') has no range
     lo, hi, lo_open = bounds
     if lo is not None and (value < lo or (lo_open and value == lo)):
         op = ">" if lo_open else ">="

@@ -218,7 +218,11 @@ class DiscriminatorConfig:
 
     mode: str = "selective"  # a name in discriminators.modes.MODES (checked when the recipe is read)
     tau: float = field(default=0.5, metadata=bounded(0, 1))
-    alpha_lr: float = field(default=1e-4, metadata=bounded(0, lo_open=True))
+    # 'auto': GCC's 1e-4, raised where stage 3 is too short for a factor to travel from alpha_init
+    # to tau within alpha_reach of its iterations (method.coordination.alpha_learning_rate).
+    alpha_lr: float | Literal["auto"] = field(default="auto", metadata=bounded(0, lo_open=True))
+    alpha_init: float = field(default=1.0, metadata=bounded(0, 1))
+    alpha_reach: float = field(default=0.1, metadata=bounded(0, 1, lo_open=True))
     alpha_decay_epochs: int = field(default=100, metadata=bounded(1, MAX_EPOCHS))
     alpha_decay: float = field(default=0.1, metadata=bounded(0, 1))
     # Adam's betas for alpha: torch's defaults, as the official GCC code uses (not train.beta1/2,
@@ -232,6 +236,9 @@ class DiscriminatorConfig:
     def validate(self) -> str | None:
         if len(self.alpha_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.alpha_betas):
             return f"alpha_betas: expected two numbers in [0, 1), got {list(self.alpha_betas)}"
+        if self.alpha_init <= self.tau:
+            return (f"alpha_init: {self.alpha_init:g} is not above tau {self.tau:g}, so every channel would start "
+                    "switched off; set alpha_init above tau")
         return None
 
 

@@ -51,7 +51,7 @@ class Family(ABC):
 
     @abstractmethod
     def build_discriminator(self, name: str) -> nn.Module:
-        """A freshly initialised discriminator; it has ``mask_points()``."""
+        """A freshly initialised discriminator; it has ``mask_points()`` and ``feature_points()``."""
 
     @abstractmethod
     def example_input(self, name: str, batch: int = 1, device: str | torch.device = "cpu") -> torch.Tensor:

@@ -16,9 +16,41 @@ def ema_beta(epoch: int, total_epochs: int) -> float:
     return epoch / max(1, total_epochs)
 
 
-def alpha_lr(base: float, epoch: int, decay_every: int, decay: float) -> float:
+#: GCC's learning rate of the retention factors (appendix), set for runs of about 10^5 iterations.
+PAPER_ALPHA_LR = 1e-4
+
+
+def alpha_lr_at(base: float, epoch: int, decay_every: int, decay: float) -> float:
     """Step decay of the retention factors' learning rate: x``decay`` every ``decay_every`` epochs."""
     return base * decay ** (epoch // decay_every)
+
+
+def alpha_learning_rate(setting: float | str, *, alpha_init: float, tau: float, reach: float,
+                        iterations: int) -> float:
+    """The retention factors' base learning rate (``discriminator.alpha_lr``).
+
+    Under Adam a factor moves by about the learning rate per step at most, so from ``alpha_init``
+    it needs ``(alpha_init - tau) / lr`` steps to switch its channel off. A number is taken as it
+    is. 'auto' is GCC's 1e-4 where that fits in ``reach`` of stage 3's ``iterations``, and
+    otherwise the rate that does: a run of a thousand iterations cannot wait five thousand.
+    """
+    if setting != "auto":
+        return float(setting)
+    return max(PAPER_ALPHA_LR, (alpha_init - tau) / max(1.0, reach * iterations))
+
+
+def iterations_to_reach(lr: float, distance: float, per_epoch: int, epochs: int, decay_every: int,
+                        decay: float) -> int | None:
+    """The fewest iterations in which a factor moving ``lr`` a step (decayed x``decay`` every
+    ``decay_every`` epochs) covers ``distance``; None when the run's ``epochs`` end first."""
+    travelled, steps = 0.0, 0
+    for epoch in range(epochs):
+        rate = alpha_lr_at(lr, epoch, decay_every, decay)
+        if rate > 0 and travelled + rate * per_epoch >= distance:
+            return steps + max(1, int(-(-(distance - travelled) // rate)))
+        travelled += rate * per_epoch
+        steps += per_epoch
+    return None
 
 
 class EmaTarget:

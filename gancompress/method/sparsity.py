@@ -1,4 +1,12 @@
-"""Stage 1's L1 penalty, applied as a sub-gradient after backward (METHOD 1.1)."""
+"""Stage 1's L1 penalty ``lambda * sum |w|``, applied as a proximal step after the optimiser's (METHOD 1.1).
+
+The paper adds the sub-gradient ``lambda * sign(w)`` to the gradient before an Adam step; Adam
+divides every gradient by its running magnitude, so the penalty then shrinks each penalised
+weight by about the learning rate per step whatever lambda is. Here the optimiser steps on the
+task's gradient alone and every penalised weight is then soft-thresholded by ``lr * lambda``
+(the proximal operator of the penalty): lambda sets the shrinkage, and a weight that reaches
+zero stays exactly zero until the task's gradient pulls it out again.
+"""
 from __future__ import annotations
 
 import torch
@@ -41,12 +49,14 @@ def _trained_weight(module: nn.Module) -> nn.Parameter:
 
 
 @torch.no_grad()
-def add_l1_subgradient(params: list[nn.Parameter], lam: float) -> None:
-    """``grad += lam * sign(w)`` for each parameter that has a gradient (no host sync)."""
-    grads, weights = [], []
+def proximal_l1_step(params: list[nn.Parameter], threshold: float) -> None:
+    """``w <- sign(w) * max(|w| - threshold, 0)`` for every parameter, in place (no host sync).
+
+    Args:
+        params: the penalised parameters.
+        threshold: ``lr * lambda`` of the step just taken.
+    """
+    if threshold <= 0 or not params:
+        return
     for p in params:
-        if p.grad is not None:
-            grads.append(p.grad)
-            weights.append(p)
-    if grads:
-        torch._foreach_add_(grads, torch._foreach_sign(weights), alpha=lam)
+        p.copy_(torch.sign(p) * torch.clamp(p.abs() - threshold, min=0.0))

@@ -46,5 +46,10 @@ class PatchDiscriminator(nn.Module):
         return self.head(x)
 
     def mask_points(self) -> list[nn.Module]:
-        """Every conv block but the logit head: where masks and feature taps attach."""
+        """Every conv block but the logit head: where the selective discriminator's masks attach."""
         return list(self.blocks)
+
+    def feature_points(self) -> list[nn.Module]:
+        """Where the D-feature distillation terms read: each block's normalised output, before
+        its LeakyReLU (the first block, without a norm, its conv), as the official GCC code taps."""
+        return [block[1] if len(block) > 2 else block[0] for block in self.blocks]

@@ -78,7 +78,7 @@ class ResnetBlock(nn.Module):
         dropout: dropout 0.5 after the first ReLU.
         separable: use :class:`SeparableConv2d` instead of a dense 3x3 conv (mobile variant).
 
-    ``conv_block[-1]`` is the norm after the block's last conv, the block's distillation tap.
+    The block's output (after the add) is its distillation tap.
 
     Shapes: (N, dim, H, W) -> (N, dim, H, W).
     """
@@ -181,9 +181,8 @@ class ResnetGenerator(nn.Module):
 
         Counting convs in forward order (stem 1, downs 2-3, block b holds convs 2b+2 and 2b+3,
         ups 2n+4 and 2n+5, output conv 2n+6), conv 3 is the second down, whose ReLU is taken;
-        convs 9, 15, 21 are the last convs of blocks 3, 6 and 9, which have no activation after
-        them, so their norm (``conv_block[-1]``, before the residual add) is taken, as the
-        appendix's rule says. (The public GCC code taps the block outputs after the add.)
+        convs 9, 15, 21 are the last convs of blocks 3, 6 and 9, whose outputs after the residual
+        add are taken, as the official GCC code taps them.
         For other ``n_blocks`` the blocks are n//3, 2n//3 and n (at least 1, duplicates dropped).
         The mobile variant uses the same positions: its blocks hold 4 convs each, but the block
         boundaries are the same.
@@ -193,7 +192,7 @@ class ResnetGenerator(nn.Module):
         n = len(blocks)
         points: list[nn.Module] = [down2_relu]
         for b in (max(1, n // 3), max(1, 2 * n // 3), n):
-            tap = blocks[b - 1].conv_block[-1]
+            tap = blocks[b - 1]
             if all(tap is not p for p in points):
                 points.append(tap)
         return points

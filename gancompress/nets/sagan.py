@@ -139,10 +139,11 @@ class SAGANGenerator(nn.Module):
         """Modules whose outputs are distilled (GCC Table II: convs 2 and 4 of 5).
 
         The 5 convs in forward order are l1, l2, l3, l4, last (attention convs not counted);
-        convs 2 and 4 are followed by a ReLU, which is taken: ``[l2 ReLU, l4 ReLU]`` (4*ngf and
-        ngf channels). The l4 point is before attn2 (GCC's code taps attn2's output instead).
+        conv 2 is followed by a ReLU, which is taken; conv 4's block is followed by attn2, whose
+        output is taken, as the official GCC code taps it: ``[l2 ReLU, attn2]`` (4*ngf and ngf
+        channels).
         """
-        return [self.l2[-1], self.l4[-1]]
+        return [self.l2[-1], self.attn2]
 
 
 class SAGANDiscriminator(nn.Module):
@@ -180,6 +181,11 @@ class SAGANDiscriminator(nn.Module):
         """Modules whose outputs the selective discriminator masks: the LeakyReLU after each
         spectral-norm conv (so in blocks 3 and 4 the mask acts before the attention)."""
         return [b[1] for b in self.blocks]
+
+    def feature_points(self) -> list[nn.Module]:
+        """Modules whose outputs the D-feature distillation terms read: the mask points (the
+        convs have no norm layer)."""
+        return self.mask_points()
 
 
 def _spectral_norm_of(module: nn.Module) -> _SpectralNorm | None:

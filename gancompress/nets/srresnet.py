@@ -60,7 +60,7 @@ class SRResidualBlock(nn.Module):
     Args:
         channels: channels in and out (tied to the trunk by the add).
 
-    ``conv2[-1]`` is the BatchNorm after the block's second conv, the block's distillation tap.
+    The block's output (after the add) is its distillation tap.
 
     Shapes: (N, channels, H, W) -> (N, channels, H, W).
     """
@@ -119,14 +119,14 @@ class SRResNet(nn.Module):
 
         Counting convs in forward order (head 1, block b holds convs 2b and 2b+1, body conv
         2n+2, one per sub-pixel block, tail), convs 9, 17, 25, 33 are the second convs of blocks
-        4, 8, 12 and 16; no activation follows them, so their BatchNorm (``conv2[-1]``, before
-        the residual add) is taken. (GCC's code taps the block outputs after the add.) For other
-        ``n_blocks`` the blocks are n//4, n//2, 3n//4 and n (at least 1, duplicates dropped).
+        4, 8, 12 and 16; the blocks' outputs, after the residual add, are taken, as the official
+        GCC code taps them. For other ``n_blocks`` the blocks are n//4, n//2, 3n//4 and n (at
+        least 1, duplicates dropped).
         """
         n = len(self.blocks)
         points: list[nn.Module] = []
         for b in (max(1, n // 4), max(1, n // 2), max(1, 3 * n // 4), n):
-            tap = self.blocks[b - 1].conv2[-1]
+            tap = self.blocks[b - 1]
             if all(tap is not p for p in points):
                 points.append(tap)
         return points
@@ -184,4 +184,8 @@ class SRDiscriminator(nn.Module):
 
     def mask_points(self) -> list[nn.Module]:
         """Modules whose outputs the selective discriminator masks: every block."""
+        return list(self.blocks)
+
+    def feature_points(self) -> list[nn.Module]:
+        """Modules whose outputs the D-feature distillation terms read: every block's output."""
         return list(self.blocks)

@@ -103,9 +103,19 @@ class UnetGenerator(nn.Module):
     def distill_points(self) -> list[nn.Module]:
         """Outputs distilled (GCC Table II): after convs 2, 4, 2n-4, 2n-2 of 2n (2,4,12,14 of 16).
 
-        Each point is the block holding that conv, whose output is the conv's normalised output
-        (the activation follows in the next block), the appendix's "otherwise the normalization".
+        Each point is the normalised output of that conv (the activation follows in the next
+        block), the appendix's "otherwise the normalization": the block's norm layer, before the
+        block's Dropout where it has one, so a teacher and its student see the same thing there
+        (the official GCC code taps before the dropout too).
         """
         blocks = list(self.downs) + list(self.ups)
         n = len(blocks)
-        return [blocks[1], blocks[3], blocks[n - 5], blocks[n - 3]]
+        return [_before_dropout(b) for b in (blocks[1], blocks[3], blocks[n - 5], blocks[n - 3])]
+
+
+def _before_dropout(block: nn.Sequential) -> nn.Module:
+    """The last module of ``block`` that is not a Dropout."""
+    layers = list(block)
+    while isinstance(layers[-1], nn.Dropout):
+        layers.pop()
+    return layers[-1]

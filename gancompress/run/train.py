@@ -296,6 +296,7 @@ def train_stage(stage, family: Family, recipe: Recipe, run: RunDir | str | Path,
 
     meter = LossMeter()
     total = stage.epochs * per_epoch
+    stage.plan(total, per_epoch)
     bar = tqdm(total=total, initial=step, desc=f"{stage.name} epoch {epoch + 1}/{stage.epochs}",
                disable=not writer or None, dynamic_ncols=True, unit="it")
     watch = RateWatch(stage.name, step)

@@ -121,13 +121,6 @@ class Precision:
             distributed.sync_grads(p for group in opt.param_groups for p in group["params"])
             self._synced.add(id(opt))
 
-    def unscale(self, opt: torch.optim.Optimizer) -> None:
-        # Average first: the scaler records an overflow per rank when it unscales, and only
-        # averaged gradients make every rank record the same and skip the same steps.
-        self.sync(opt)
-        if self.scaler is not None:
-            self.scaler.unscale_(opt)
-
     def step(self, opt: torch.optim.Optimizer) -> None:
         self.sync(opt)
         if self.scaler is not None:

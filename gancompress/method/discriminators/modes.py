@@ -14,6 +14,7 @@ D's channels whether or not DMD's mask is on.
 """
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import torch
@@ -23,11 +24,13 @@ from ...config.sections import DiscriminatorConfig
 from ...errors import RecipeError
 from ...nets.layers import running_stats_kept
 from ...system import distributed
-from ...system.optim import frozen, make_adam, set_lr, step_factor
+from ...system.optim import frozen, make_adam, set_lr
 from .. import coordination, losses
 from .dmd import DMDDiscriminator, DMDSchedule, find_dmd
 from .glead import GLeaDTask, generator_tail
 from .selective import SelectiveDiscriminator
+
+log = logging.getLogger(__name__)
 
 
 class Mode:
@@ -86,6 +89,9 @@ class Mode:
         """A phase of the mode's own at the end of the iteration; returns log entries."""
         return {}
 
+    def plan(self, iterations: int, per_epoch: int) -> None:
+        """Told stage 3's length (its iterations in all, and per epoch) before its first step."""
+
     def set_epoch(self, epoch: int, epochs: int) -> None:
         """Learning-rate schedules of the mode's own optimisers."""
 
@@ -115,7 +121,7 @@ class Selective(Mode):
     needs_second_batch = True
 
     def wrap(self, net, points, family_name):
-        d = SelectiveDiscriminator(net, points, self.cfg.tau)
+        d = SelectiveDiscriminator(net, points, self.cfg.tau, self.cfg.alpha_init)
         for a in d.alphas:
             a.requires_grad_(False)  # only the alpha phase asks for their gradient
         return d
@@ -123,11 +129,30 @@ class Selective(Mode):
     def attach(self, stage) -> None:
         self.discs = {n: d for n, d in stage.s_discs.items() if isinstance(d, SelectiveDiscriminator)}
         self.alphas = [a for d in self.discs.values() for a in d.alpha_parameters()]
-        self.opt = make_adam(self.alphas, self.cfg.alpha_lr, tuple(self.cfg.alpha_betas), stage.device)
+        # 'auto' is resolved in plan(), once stage 3's length is known; GCC's rate until then.
+        self.base_lr = coordination.PAPER_ALPHA_LR if self.cfg.alpha_lr == "auto" else float(self.cfg.alpha_lr)
+        self.opt = make_adam(self.alphas, self.base_lr, tuple(self.cfg.alpha_betas), stage.device)
         self.targets = {n: coordination.EmaTarget() for n in self.discs}
         local = self.cfg.local_weight
         self.local_weight = stage.family.d_loss_weight if local is None else local
         self.beta = 0.0
+
+    def plan(self, iterations, per_epoch):
+        """Resolve ``alpha_lr`` for stage 3's length and say when no factor can reach tau in it."""
+        c = self.cfg
+        self.base_lr = coordination.alpha_learning_rate(c.alpha_lr, alpha_init=c.alpha_init, tau=c.tau,
+                                                        reach=c.alpha_reach, iterations=iterations)
+        epochs = -(-iterations // max(1, per_epoch))
+        reach = coordination.iterations_to_reach(self.base_lr, c.alpha_init - c.tau, per_epoch, epochs,
+                                                 c.alpha_decay_epochs, c.alpha_decay)
+        if reach is None:
+            log.warning("discriminator: at alpha_lr %.3g no retention factor can move from alpha_init %g to tau %g "
+                        "within stage 3's %d iterations, so the selective discriminator acts as a plain one; "
+                        "set discriminator.alpha_lr: auto or a larger rate", self.base_lr, c.alpha_init, c.tau,
+                        iterations)
+        else:
+            log.info("discriminator: alpha_lr %.3g; a retention factor can reach tau %g after %d of stage 3's %d "
+                     "iterations", self.base_lr, c.tau, reach, iterations)
 
     def frozen_parameters(self):
         return list(self.alphas)
@@ -135,7 +160,7 @@ class Selective(Mode):
     def set_epoch(self, epoch, epochs):
         self.beta = coordination.ema_beta(epoch, epochs)
         c = self.cfg
-        set_lr(self.opt, c.alpha_lr * step_factor(epoch, c.alpha_decay_epochs, c.alpha_decay))
+        set_lr(self.opt, coordination.alpha_lr_at(self.base_lr, epoch, c.alpha_decay_epochs, c.alpha_decay))
 
     def extra_step(self, stage, batch2):
         """One step of alpha on ``batch2`` with D_S's weights frozen (METHOD 1.3, step 4).
@@ -186,7 +211,9 @@ class Selective(Mode):
         return logs
 
     def log_extras(self):
-        return {f"active_{n}": d.active_fraction() for n, d in self.discs.items()}
+        out = {f"active_{n}": d.active_fraction() for n, d in self.discs.items()}
+        out.update({f"alpha_mean_{n}": d.alpha_means() for n, d in self.discs.items()})
+        return out
 
     def state_dict(self):
         return {"opt": self.opt.state_dict(), "targets": {n: t.state_dict() for n, t in self.targets.items()}}
@@ -319,6 +346,10 @@ class Composite(Mode):
 
     def extra_step(self, stage, batch2):
         return {k: v for p in self.parts for k, v in p.extra_step(stage, batch2).items()}
+
+    def plan(self, iterations, per_epoch):
+        for p in self.parts:
+            p.plan(iterations, per_epoch)
 
     def set_epoch(self, epoch, epochs):
         for p in self.parts:

@@ -42,16 +42,18 @@ class SelectiveDiscriminator(nn.Module):
         net: the discriminator (a fresh copy of the teacher's architecture).
         mask_points: modules of ``net`` whose outputs are masked (N, C, H, W).
         tau: threshold; ``m_c = 1`` where ``alpha_c > tau``.
+        alpha_init: every factor's initial value (GCC: 1, every channel on).
 
     The retention factors are kept out of ``net.parameters()`` so the weight optimiser never
     sees them; :meth:`alpha_parameters` gives them to their own optimiser.
     """
 
-    def __init__(self, net: nn.Module, mask_points: list[nn.Module], tau: float):
+    def __init__(self, net: nn.Module, mask_points: list[nn.Module], tau: float, alpha_init: float = 1.0):
         super().__init__()
         self.net = net
         self.tau = float(tau)
-        self.alphas = nn.ParameterList([nn.Parameter(torch.ones(_out_channels(p, net))) for p in mask_points])
+        self.alphas = nn.ParameterList([nn.Parameter(torch.full((_out_channels(p, net),), float(alpha_init)))
+                                        for p in mask_points])
         self._points = list(mask_points)
         for i, point in enumerate(self._points):
             point.register_forward_hook(self._make_hook(i))
@@ -80,3 +82,9 @@ class SelectiveDiscriminator(nn.Module):
     def active_fraction(self) -> torch.Tensor:
         """Fraction of active channels per mask point, shape (P,), on the alphas' device."""
         return torch.stack([(a > self.tau).float().mean() for a in self.alphas])
+
+    @torch.no_grad()
+    def alpha_means(self) -> torch.Tensor:
+        """Mean retention factor per mask point, shape (P,): how far the factors have moved
+        before any crosses tau."""
+        return torch.stack([a.mean() for a in self.alphas])

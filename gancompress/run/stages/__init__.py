@@ -1,7 +1,8 @@
 """The per-iteration work of the training stages, for every family.
 
 A stage holds its modules, optimisers and controllers and exposes ``name``, ``epochs``,
-``step(batch, batch2)``, ``set_epoch``, ``state_dict``/``load_state_dict``, ``visuals`` and
+``plan(iterations, per_epoch)`` (told its length before the first step), ``step(batch, batch2)``,
+``set_epoch``, ``state_dict``/``load_state_dict``, ``visuals`` and
 ``log_extras``; the one loop in :mod:`gancompress.run.train` drives them. Losses are returned as
 detached device tensors: nothing here waits on the GPU.
 

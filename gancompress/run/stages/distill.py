@@ -5,6 +5,15 @@ D's weights, the student G with its adversarial, task and distillation losses, t
 discriminator mode's own phase (GCC's alpha step for the selective discriminator). How the
 student's discriminator behaves is the mode's business (:mod:`~gancompress.method.discriminators.modes`);
 this stage calls the mode's hooks and never asks which mode it runs.
+
+Teacher and student compute the same thing at a tap (METHOD 3): both generators run in training
+mode (a frozen teacher too, its running statistics kept as they are), the taps sit before any
+dropout, and the teacher's phase runs in a forked random state, so the student's forward draws
+the same dropout masks: a student that is a copy of its teacher matches it at every tap.
+
+Every ``train.log_every`` iterations the stage also measures the gradient norm of each term of
+the student's loss on the student generator's own parameters (the adapters excluded), so the
+terms' weights can be set against the task loss they join (``grad_<term>`` in metrics.jsonl).
 """
 from __future__ import annotations
 
@@ -30,8 +39,8 @@ def student_discriminator(family: Family, name: str, mode: Mode, train: TrainCon
 
 
 def d_layer_points(disc: nn.Module, d_layers: tuple[int, ...], family_name: str) -> list[nn.Module]:
-    """The teacher D's modules at the 1-based ``distill.d_layers``; RecipeError past its depth."""
-    points = disc.mask_points()
+    """The teacher D's feature points at the 1-based ``distill.d_layers``; RecipeError past its depth."""
+    points = disc.feature_points()
     bad = [i for i in d_layers if i > len(points)]
     if bad:
         raise RecipeError(f"distill.d_layers: layer {bad[0]} is past the {family_name} discriminator's "
@@ -97,8 +106,12 @@ class DistillStage:
                                         self.precision)
         self.train_teacher_d = train_teacher_d and distill.teacher == "frozen"
         if distill.teacher == "frozen":
-            self.t_gens.eval()
+            # Training mode like the student (batch statistics, the same dropout), but nothing of
+            # the teacher moves: its forwards keep the running statistics (running_stats_kept).
+            self.t_gens.train().requires_grad_(False)
             self.t_discs.train(self.train_teacher_d)
+        self.grad_norms: dict[str, torch.Tensor] = {}
+        self._rng_devices = [device] if device.type == "cuda" else []
 
     def _build_distillation_points(self) -> None:
         """Generator taps with 1x1 adapters, and teacher-D taps at ``distill.d_layers``."""
@@ -126,6 +139,10 @@ class DistillStage:
         self.opt_sd = make_adam(d_weights, t.lr_d, betas, dev) if self.mode.has_discriminator else None
 
     # --- schedule ------------------------------------------------------------------------
+    def plan(self, iterations: int, per_epoch: int) -> None:
+        """Stage 3's length, for the mode's own schedules (alpha's learning rate)."""
+        self.mode.plan(iterations, per_epoch)
+
     def set_epoch(self, epoch: int) -> None:
         d, t = self.distill, self.train_cfg
         self.epoch = epoch
@@ -140,7 +157,9 @@ class DistillStage:
         for tap in list(self.s_taps.values()) + list(self.t_taps.values()):
             tap.reset()
         logs = {}
-        t_fakes, t_feats = self._teacher_phase(batch, inputs, logs)
+        # The student's forward below draws the random numbers the teacher's drew (dropout).
+        with torch.random.fork_rng(devices=self._rng_devices):
+            t_fakes, t_feats = self._teacher_phase(batch, inputs, logs)
         with self.precision.autocast():
             s_fakes = {n: self.s_gens[n](inputs[n]) for n in self.family.generator_names}
         if self.opt_sd is not None:
@@ -155,7 +174,7 @@ class DistillStage:
         """1. D_T then G_T (or a frozen forward); the teacher's generator taps fill here."""
         names = self.family.generator_names
         if self.distill.teacher == "frozen":
-            with torch.no_grad(), self.precision.autocast():
+            with torch.no_grad(), running_stats_kept(self.t_gens), self.precision.autocast():
                 t_fakes = {n: self.t_gens[n](inputs[n]) for n in names}
             if self.train_teacher_d:
                 self.opt_td.zero_grad(set_to_none=True)
@@ -184,28 +203,49 @@ class DistillStage:
     def _student_g_phase(self, batch: dict, inputs: dict, s_fakes: dict, t_fakes: dict, t_feats: dict,
                          logs: dict) -> None:
         """3. G_S: adversarial (vs D_S) + task + distillation from G_T's and D_T's features."""
-        fam = self.family
+        fam, d = self.family, self.distill
         self.opt_sg.zero_grad(set_to_none=True)
         with frozen(self.s_discs, self.t_discs), self.precision.autocast():
             adv = (self.teacher_update.g_adv(self.s_discs, inputs, s_fakes) if self.opt_sd is not None
                    else torch.zeros((), device=self.device))
             task = fam.task_loss(self.s_gens, inputs, s_fakes, batch)
-            content = texture = 0.0
+            content = texture = d_content = d_texture = torch.zeros((), device=self.device)
             for n in fam.generator_names:
                 c, t = distill_terms(self.adapters[n](list(self.s_taps[n].outputs)), t_feats[n])
                 dc, dt = self._d_feature_terms(n, inputs, s_fakes[n], t_fakes[n])
-                content, texture = content + c + dc, texture + t + dt
-            g_total = adv + task + self.distill.gamma_m * content + self.distill.gamma_t * texture
+                content, texture, d_content, d_texture = content + c, texture + t, d_content + dc, d_texture + dt
+            terms = {"adv": adv, "task": task, "content": d.gamma_m * content, "texture": d.gamma_t * texture,
+                     "d_content": d.gamma_m * d_content, "d_texture": d.gamma_t * d_texture}
             if self.classifiers:
                 c = self.classifier_cfg
                 guide = sum(classifier_guidance(self.classifiers[n], s_fakes[n].float(), c.mode)
                             for n in self.classifiers)
-                g_total = g_total + c.phi * guide
+                terms["classifier"] = c.phi * guide
                 logs["S_classifier"] = guide.detach()
+            g_total = sum(terms.values())
+        if self.iteration % self.train_cfg.log_every == 0:
+            self.grad_norms = self._term_grad_norms(terms)
         self.precision.backward(g_total)
         self.precision.step(self.opt_sg)
-        logs.update({"S_G_adv": adv.detach(), "S_G_task": task.detach(),
-                     "S_content": content.detach(), "S_texture": texture.detach()})
+        logs.update({"S_G_adv": adv.detach(), "S_G_task": task.detach(), "S_content": content.detach(),
+                     "S_texture": texture.detach(), "S_d_content": d_content.detach(),
+                     "S_d_texture": d_texture.detach()})
+
+    def _term_grad_norms(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each weighted term's gradient norm on the student generators' parameters (not the
+        adapters'): what each term asks of the student, to weigh it against the task loss."""
+        params = [p for p in self.s_gens.parameters() if p.requires_grad]
+        out = {}
+        for name, term in terms.items():
+            if not term.requires_grad:
+                out[f"grad_{name}"] = torch.zeros((), device=self.device)
+                continue
+            grads = [g for g in torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+                     if g is not None]
+            out[f"grad_{name}"] = (torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float())
+                                                                         for g in grads]))
+                                   if grads else torch.zeros((), device=self.device))
+        return out
 
     def _d_feature_terms(self, name: str, inputs: dict, s_fake: torch.Tensor,
                          t_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,8 +264,9 @@ class DistillStage:
 
     # --- reporting and state ---------------------------------------------------------------
     def log_extras(self) -> dict:
-        """The mode's diagnostics (e.g. the active-channel fraction of every masked layer)."""
-        return self.mode.log_extras()
+        """The mode's diagnostics (e.g. the active-channel fraction of every masked layer) and the
+        latest gradient norm of each term of the student's loss."""
+        return {**self.mode.log_extras(), **self.grad_norms}
 
     @torch.no_grad()
     def visuals(self, batch: dict) -> list[torch.Tensor]:

@@ -1,7 +1,7 @@
 """The ordinary GAN iteration of a family, and the stages made of it alone.
 
 :class:`GANUpdate` is one D-then-G iteration of a family, used by stage 1 (with the L1
-sub-gradient) and by the online teacher of stage 3. :class:`PretrainStage` is the optional
+penalty's proximal step) and by the online teacher of stage 3. :class:`PretrainStage` is the optional
 generator-only pre-training (SRGAN's MSE SRResNet); :class:`SparseStage` is stage 1, the sparse
 model trained with the L1 penalty (METHOD 1.1); :class:`GANStage` trains given generators with
 the family's losses alone (the baselines' small nets).
@@ -14,7 +14,7 @@ from torch import nn
 from ...config.sections import DistillConfig, TrainConfig
 from ...families.base import Family
 from ...method import losses
-from ...method.sparsity import add_l1_subgradient, penalised_parameters
+from ...method.sparsity import penalised_parameters, proximal_l1_step
 from ...system.optim import Precision, distill_lr_factor, frozen, make_adam, prepare_module, set_lr
 
 
@@ -27,7 +27,8 @@ class GANUpdate:
         gens, discs: generators and discriminators by name.
         opt_g, opt_d: their optimisers.
         precision: autocast and scaling.
-        sparsity: optional (penalised parameters, lambda) for stage 1's L1 sub-gradient.
+        sparsity: optional (penalised parameters, lambda) for stage 1's L1 penalty, applied as a
+            proximal step of ``lr * lambda`` after the generators' optimiser step.
     """
 
     def __init__(self, family: Family, kind: str, gens: nn.ModuleDict, discs: nn.ModuleDict,
@@ -83,10 +84,10 @@ class GANUpdate:
             task = self.family.task_loss(self.gens, inputs, fakes, batch)
             g_total = adv + task
         self.precision.backward(g_total)
-        if self.sparsity is not None:
-            self.precision.unscale(self.opt_g)
-            add_l1_subgradient(*self.sparsity)
         self.precision.step(self.opt_g)
+        if self.sparsity is not None:
+            params, lam = self.sparsity
+            proximal_l1_step(params, self.opt_g.param_groups[0]["lr"] * lam)
         # The loss scale is updated once per iteration by the stage (stage 3 steps more optimisers).
         return fakes, {"D": d_total.detach(), "G_adv": adv.detach(), "G_task": task.detach()}
 
@@ -135,6 +136,9 @@ class PretrainStage:
         self.gens = gens
         self.opt_g = make_adam(self.gens.parameters(), train.lr_g, (train.beta1, train.beta2), device)
 
+    def plan(self, iterations: int, per_epoch: int) -> None:
+        """Nothing depends on the stage's length."""
+
     def set_epoch(self, epoch: int) -> None:
         """Constant learning rate."""
 
@@ -178,6 +182,9 @@ class _PlainGAN:
     """
 
     needs_second_batch = False
+
+    def plan(self, iterations: int, per_epoch: int) -> None:
+        """Nothing depends on the stage's length."""
 
     def _setup(self, family: Family, train: TrainConfig, device: torch.device, gens: nn.ModuleDict,
                discs: nn.ModuleDict, sparsity: tuple[list[nn.Parameter], float] | None) -> None:
