@@ -75,6 +75,26 @@ def test_a_pretrained_generator_goes_through_each_route(tiny_raw, tmp_path, net,
     assert bool([r for r in rows if r["stage"] == "sparse"]) == (sparse == "finetune")
 
 
+def test_a_pretrained_teacher_teaches_a_fresh_narrower_sparse_model(tiny_raw, tmp_path):
+    """Route pretrained-scratch (GCC's setting with a given teacher): stage 1 trains a new sparse
+    model at model.ngf_student, the user's wider generator teaches in stage 3, frozen."""
+    ref, files = _user_files(tmp_path, "unet", with_d=True)
+    tiny_raw["pretrained"] = {**files, "sparse": "scratch"}
+    tiny_raw["distill"]["teacher"] = "frozen"
+    recipe = recipe_from_dict(tiny_raw, "tiny.yaml", ["model.ngf_student=6", "prune.budget=20%"])
+    assert recipe.route == "pretrained-scratch" and recipe.teacher_ngf == 8
+    run = tmp_path / "run"
+    report = compress(recipe, run, device="cpu")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    t, meta = load_generator(run / "teacher" / "generator_G.pt")
+    with torch.no_grad():
+        assert torch.equal(t(x), ref(x))  # the user's model teaches, bit for bit
+    sparse = torch.load(run / "sparse" / "model.pt", weights_only=True)["gens"]
+    assert sparse["G.downs.0.0.weight"].shape[0] == 6  # the fresh sparse model's width
+    g = report["generators"]["G"]
+    assert g["student_within_budget"] and g["teacher"]["macs_complete"] > 4 * g["student"]["macs_complete"]
+
+
 def test_the_route_settings_are_checked_before_training(tiny_raw, tmp_path):
     from gancompress.errors import GanCompressError, RecipeError
     _, files = _user_files(tmp_path, "unet", with_d=False)
@@ -82,7 +102,7 @@ def test_the_route_settings_are_checked_before_training(tiny_raw, tmp_path):
     with pytest.raises(GanCompressError, match="distill.teacher: scratch re-initialises the teacher"):
         compress(recipe_from_dict(tiny_raw, "tiny.yaml"), tmp_path / "a", device="cpu")
     tiny_raw["distill"]["teacher"] = "frozen"
-    with pytest.raises(GanCompressError, match="model.ngf_student: with pretrained.generators"):
+    with pytest.raises(GanCompressError, match="model.ngf_student: with pretrained.sparse: finetune"):
         compress(recipe_from_dict(tiny_raw, "tiny.yaml", ["model.ngf_student=6"]), tmp_path / "b", device="cpu")
     with pytest.raises(GanCompressError, match="to load it set model.num_downs: 5 \\(now 6\\)"):
         compress(recipe_from_dict(tiny_raw, "tiny.yaml", ["model.num_downs=6", "data.crop_size=64",

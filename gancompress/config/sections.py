@@ -265,13 +265,14 @@ class PretrainedConfig:
     ``discriminators`` optionally does the same for their discriminators (``latest_net_D*.pth``).
     ``sparse`` is the route: 'finetune' runs stage 1 from the pretrained weights for
     ``sparse.epochs`` (usually a few) with the L1 penalty; 'skip' prunes the pretrained weights by
-    their own scale/L1 statistics directly. Either way stage 3 distils from the pretrained teacher,
-    frozen or trained on (``distill.teacher``).
+    their own scale/L1 statistics directly; 'scratch' trains a fresh sparse model of width
+    ``model.ngf_student`` (narrower than the teacher, GCC's setting) in stage 1. Each way stage 3
+    distils from the pretrained teacher, frozen or trained on (``distill.teacher``).
     """
 
     generators: dict[str, str] | None = None
     discriminators: dict[str, str] | None = None
-    sparse: Literal["finetune", "skip"] = "finetune"
+    sparse: Literal["finetune", "skip", "scratch"] = "finetune"
 
 
 @dataclass(frozen=True)
@@ -333,10 +334,20 @@ class Recipe:
 
     @property
     def route(self) -> str:
-        """How the run gets its teacher: 'scratch', 'pretrained-finetune' or 'pretrained-prune'."""
+        """How the run gets its teacher and sparse model: 'scratch', 'pretrained-finetune',
+        'pretrained-prune' or 'pretrained-scratch'."""
         if not self.pretrained.generators:
             return "scratch"
-        return "pretrained-finetune" if self.pretrained.sparse == "finetune" else "pretrained-prune"
+        return {"finetune": "pretrained-finetune", "skip": "pretrained-prune",
+                "scratch": "pretrained-scratch"}[self.pretrained.sparse]
+
+    @property
+    def teacher_ngf(self) -> int:
+        """The width of stage 3's teacher: the stage-1 model's when the teacher continues it (route
+        'scratch' with ``distill.teacher`` frozen or continue), else ``model.ngf_teacher``."""
+        if self.route == "scratch" and self.distill.teacher != "scratch":
+            return self.model.ngf_student
+        return self.model.ngf_teacher
 
     @property
     def l1_lambda(self) -> float:

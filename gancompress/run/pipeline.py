@@ -105,7 +105,8 @@ def run_sparse(family: Family, recipe: Recipe, run: RunDir, device: torch.device
     """Stage 1 (after optional pre-training); returns the saved state {gens, discs}.
 
     With ``pretrained.generators`` the sparse model starts from the user's weights (route
-    'pretrained-finetune'), or is those weights unchanged (route 'pretrained-prune': no training).
+    'pretrained-finetune'), is those weights unchanged (route 'pretrained-prune': no training), or
+    is trained from scratch at ``model.ngf_student`` (route 'pretrained-scratch').
     """
     out = run.sparse
     if stage_done(out):
@@ -121,9 +122,9 @@ def run_sparse(family: Family, recipe: Recipe, run: RunDir, device: torch.device
         state = {"gens": gens.state_dict(), "discs": discs.state_dict()}
         log.info("stage 'sparse' skipped (route pretrained-prune): the pretrained generators are pruned as they are")
     else:
-        if pre is not None:
+        if pre is not None and recipe.route == "pretrained-finetune":
             init, init_discs = pre["gens"], pre["discs"]
-        else:
+        else:  # a fresh sparse model (routes scratch and pretrained-scratch)
             init = run_pretrain(family, recipe, run, device, resume, recipe.model.ngf_student, "pretrain_S")
             init_discs = None
         seed_everything(recipe.seed)
@@ -205,7 +206,7 @@ def run_distill(family: Family, recipe: Recipe, run: RunDir, device: torch.devic
     teacher, fresh_d = stage3_teacher(family, recipe, device, sparse_state)
     stage = make_distill_stage(family, recipe, device, student, teacher, teacher_init, train_teacher_d=fresh_d)
     train_stage(stage, family, recipe, run, device, resume=resume)
-    t_ngf = recipe.model.ngf_student if teacher is not None else recipe.model.ngf_teacher
+    t_ngf = recipe.teacher_ngf
 
     for n in names:
         check_finite(stage.t_gens[n], f"stage 'distill' teacher generator {n}")

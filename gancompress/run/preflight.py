@@ -57,7 +57,8 @@ def check_device(recipe: Recipe, device: torch.device) -> None:
 
 def check_stage_settings(recipe: Recipe) -> None:
     """Settings that only make sense together."""
-    if recipe.distill.teacher != "scratch" and recipe.model.ngf_teacher != recipe.model.ngf_student:
+    if (recipe.route == "scratch" and recipe.distill.teacher != "scratch"
+            and recipe.model.ngf_teacher != recipe.model.ngf_student):
         raise RecipeError(f"distill.teacher: '{recipe.distill.teacher}' continues the stage-1 model, so "
                           "model.ngf_teacher must equal model.ngf_student; use distill.teacher: scratch")
 
@@ -73,10 +74,11 @@ def check_route(family: Family, recipe: Recipe) -> None:
     if recipe.distill.teacher == "scratch":
         raise RecipeError("distill.teacher: scratch re-initialises the teacher and would throw away "
                           "pretrained.generators; use frozen (the cheapest) or continue")
-    if recipe.model.ngf_student != recipe.model.ngf_teacher:
-        raise RecipeError(f"model.ngf_student: with pretrained.generators the sparse model is the pretrained "
+    if recipe.route != "pretrained-scratch" and recipe.model.ngf_student != recipe.model.ngf_teacher:
+        raise RecipeError(f"model.ngf_student: with pretrained.sparse: {p.sparse} the sparse model is the pretrained "
                           f"generator, so it must be as wide (model.ngf_teacher {recipe.model.ngf_teacher}); set "
-                          f"model.ngf_student: {recipe.model.ngf_teacher}")
+                          f"model.ngf_student: {recipe.model.ngf_teacher}, or pretrained.sparse: scratch to train a "
+                          "narrower sparse model")
     from ..pretrained.loading import check_pretrained
     check_pretrained(family, p.generators, p.discriminators, ngf=recipe.model.ngf_teacher)
 

@@ -2,8 +2,9 @@
 
 The route is a property of the recipe (:attr:`~gancompress.config.sections.Recipe.route`): 'scratch' (GCC:
 stage 1 trains the sparse model, stage 3 the teacher alongside the student), 'pretrained-finetune'
-(stage 1 fine-tunes the user's generators with the L1 penalty) or 'pretrained-prune' (no stage 1:
-the user's weights are pruned as they are). This module reads the user's files into our nets
+(stage 1 fine-tunes the user's generators with the L1 penalty), 'pretrained-prune' (no stage 1:
+the user's weights are pruned as they are) or 'pretrained-scratch' (stage 1 trains a fresh, narrower
+sparse model; the user's generators only teach). This module reads the user's files into our nets
 (:mod:`gancompress.pretrained` does the key mapping), says what a route runs and skips, and builds
 the teacher stage 3 continues from.
 """
@@ -26,6 +27,8 @@ ROUTES = {
                            "stage 2 prunes them, stage 3 distils from the pretrained teacher",
     "pretrained-prune": "no stage 1: stage 2 prunes the pretrained generators by their own statistics, "
                         "stage 3 distils from the pretrained teacher",
+    "pretrained-scratch": "stage 1 trains a fresh sparse model of width model.ngf_student, stage 2 prunes it, "
+                          "stage 3 distils from the pretrained teacher (GCC's setting with a given teacher)",
 }
 
 
@@ -66,8 +69,8 @@ def route_lines(family: Family, recipe: Recipe) -> list[str]:
         missing = [n for n in family.generator_names if n not in (recipe.pretrained.discriminators or {})]
         if missing:
             lines.append(f"teacher discriminator {', '.join(missing)}: no pretrained.discriminators file, so "
-                         + ("trained from scratch in stage 3" if recipe.route == "pretrained-prune"
-                            else "the one stage 1 trains against the fine-tuned generator is used"))
+                         + ("the one stage 1 trains against the fine-tuned generator is used"
+                            if recipe.route == "pretrained-finetune" else "trained from scratch in stage 3"))
     return lines
 
 
@@ -83,7 +86,7 @@ def stage3_teacher(family: Family, recipe: Recipe, device: torch.device,
     """
     if recipe.distill.teacher == "scratch":
         return None, False
-    gens, discs = build_pair(family, recipe.model.ngf_student, recipe.train, device)
+    gens, discs = build_pair(family, recipe.teacher_ngf, recipe.train, device)
     pre = load_pretrained(family, recipe)
     gens.load_state_dict(pre["gens"] if pre is not None else sparse_state["gens"])
     discs.load_state_dict(sparse_state["discs"])
@@ -92,7 +95,7 @@ def stage3_teacher(family: Family, recipe: Recipe, device: torch.device,
         for n in family.generator_names:
             if n in pre["discs"]:
                 discs[n].load_state_dict(pre["discs"][n])
-            elif recipe.route == "pretrained-prune":
+            elif recipe.route != "pretrained-finetune":  # stage 1's D judged another generator, or none
                 fresh = True
                 log.info("teacher discriminator %s: no pretrained.discriminators file, so it is trained from scratch "
                          "in stage 3", n)
