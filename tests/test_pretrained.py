@@ -266,3 +266,20 @@ def test_check_pretrained_reads_every_file_and_names_training_only_differences(t
     assert "ndf 8, n_layers_D 3, norm instance" in lines[1]
     with pytest.raises(RecipeError, match="pretrained.generators.G: the cyclegan family has no generator 'G'"):
         check_pretrained(fam, {"G": g_a}, ngf=8)
+
+
+@pytest.mark.parametrize("name", ["sagan", "srgan"])
+def test_our_own_discriminators_state_dicts_load_in_every_family(tmp_path, name):
+    """A discriminator file of the family's own D (spectral-norm convs in SAGAN's) loads as it is."""
+    from gancompress.families.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "demo" / f"{name}.yaml")
+    fam = get_family(name)(recipe)
+    torch.manual_seed(3)
+    d = fam.build_discriminator("G")
+    path = save(d.state_dict(), tmp_path / "d.pth")
+    state, info = load_pretrained_discriminator(path, fam, "G")
+    assert info.layout == "ours-state-dict"
+    fresh = fam.build_discriminator("G")
+    fresh.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(d.state_dict().values(), fresh.state_dict().values()))

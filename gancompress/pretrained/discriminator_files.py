@@ -58,7 +58,7 @@ def parse_discriminator_file(path: Path) -> tuple[DiscriminatorFileInfo, dict[st
         layout = "cyclegan-patchgan"
         n_layers = len(convs) - 2
         first, norm_at, conv_at = "model.0", "model.3", "model.2"
-    elif "head.weight" in state:
+    elif "head.weight" in state and "blocks.0.0.weight" in state:  # our PatchGAN (SAGAN's D has SN convs)
         layout = "ours-state-dict"
         n_layers = len({k.split(".")[1] for k in state if k.startswith("blocks.")}) - 1
         first, norm_at, conv_at = "blocks.0.0", "blocks.1.1", "blocks.1.0"
