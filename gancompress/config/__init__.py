@@ -18,6 +18,7 @@ from .sections import (
     MAX_OPSET,
     MAX_SEED,
     MAX_WORKERS,
+    BaselinesConfig,
     Budget,
     ClassifierConfig,
     DataConfig,
@@ -36,7 +37,7 @@ from .sections import (
     recipe_to_dict,
 )
 
-__all__ = ["MAX_EPOCHS", "MAX_GMACS", "MAX_OPSET", "MAX_SEED", "MAX_WORKERS", "Budget", "ClassifierConfig",
+__all__ = ["MAX_EPOCHS", "MAX_GMACS", "MAX_OPSET", "MAX_SEED", "MAX_WORKERS", "BaselinesConfig", "Budget", "ClassifierConfig",
            "DMDConfig", "DataConfig", "DiscriminatorConfig", "DistillConfig", "EvalConfig", "ExportConfig",
            "GLeaDConfig", "PretrainedConfig", "PruneConfig", "Recipe", "SparseConfig", "TrainConfig",
            "dump_recipe", "recipe_to_dict"]

@@ -302,6 +302,23 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class BaselinesConfig:
+    """``gancompress baselines``: the protocol that measures whether the distillation pays.
+
+    One teacher per recipe is trained once (``teacher_epochs`` epochs of the family's GAN and task
+    losses at ``model.ngf_teacher``, after ``train.pretrain_epochs`` of pre-training), cached, and
+    taught from by every row of every seed; stages 1-2 run once from it. ``--quick`` runs every
+    row on ``quick_seeds`` seeds with every stage ``quick_length`` as long, to check the machinery.
+    """
+
+    seeds: int = field(default=5, metadata=bounded(1, 100))
+    quick_seeds: int = field(default=2, metadata=bounded(1, 100))
+    quick_length: float = field(default=0.25, metadata=bounded(0, 1, lo_open=True))
+    teacher_epochs: int | None = field(default=None, metadata=bounded(1, MAX_EPOCHS))  # None: twice stage 3's
+    bootstrap_resamples: int = field(default=10_000, metadata=bounded(100, 1_000_000))
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A whole recipe. ``model`` holds the family's own dataclass (see ``families``)."""
 
@@ -318,12 +335,18 @@ class Recipe:
     pretrained: PretrainedConfig = PretrainedConfig()
     export: ExportConfig = ExportConfig()
     eval: EvalConfig = EvalConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
     seed: int = field(default=0, metadata=bounded(0, MAX_SEED))
     output_dir: str = "runs"
 
     @property
     def distill_epochs(self) -> int:
         return self.distill.epochs_const + self.distill.epochs_decay
+
+    @property
+    def teacher_epochs(self) -> int:
+        """The baselines' shared teacher's GAN epochs: the recipe's value, else twice stage 3's."""
+        return self.baselines.teacher_epochs or 2 * self.distill_epochs
 
     @property
     def sparse_epochs(self) -> int:

@@ -179,8 +179,10 @@ class SAGANFamily(Family):
     def eval_data(self, name: str) -> EvalData:
         """FID/KID of samples against the real images of ``data.eval_split``.
 
-        One sample per real image (``eval.max_images`` caps both), generated from that item's
-        own z, so teacher and student are scored on the same codes.
+        One sample per real image (``eval.max_images`` caps both), from codes drawn from the
+        recipe's ``seed``: teacher and student are scored on the same codes, and each seed of a
+        repeated measurement draws its own (the spread of a teacher's FID over seeds is its
+        sampling spread).
         """
         d = self.recipe.data
         data = self.dataset(d.eval_split, train=False)
@@ -191,8 +193,9 @@ class SAGANFamily(Family):
                                                batch_size=d.eval_batch_size)
 
         def batches():
-            for batch in loader():
-                yield EvalBatch(inputs=batch["z"])
+            codes = torch.randn(count, self.cfg.z_dim, generator=torch.Generator().manual_seed(self.recipe.seed))
+            for start in range(0, count, d.eval_batch_size):
+                yield EvalBatch(inputs=codes[start:start + d.eval_batch_size])
 
         size = self.cfg.image_size
         crop = f"centre crop {d.center_crop}, " if d.center_crop else ""

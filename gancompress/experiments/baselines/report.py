@@ -1,15 +1,27 @@
-"""The baselines' figures summarised: mean ± std over the seeds, speed-up and verdicts per row
-(:func:`summarise`), the table and ``baselines.md`` (:func:`markdown_report`), and the machine
-the figures were measured on."""
+"""The baselines' result as data (:func:`build_result`: the JSON ``baselines.json`` and
+``docs/results/baselines_<family>.json`` hold) and its tables rendered from that data alone
+(:func:`render_markdown`), the issue's targets checked on it, and the machine and commit it came from.
+"""
 from __future__ import annotations
 
+import datetime
 import os
 import platform
+import subprocess
 
 import torch
 
-from ..seeds import RULE, Spread, compare, headline_keys, spread_or_none, within_std
-from .rows import ROWS, TEACHER_ROW
+from ..seeds import HEADLINE_ORDER, HIGHER_IS_BETTER, spread_or_none
+from .rows import ROWS
+from .stats import paired_difference
+
+FORMAT = "gancompress-baselines/2"
+#: The paired comparisons reported, as (row a, row b): a - b, signed so that positive means a is better.
+COMPARISONS = (("gcc", "pruned-finetune"), ("gcc", "kd"), ("gcc", "small-scratch"), ("kd", "pruned-finetune"))
+#: Families whose target is "gcc beats pruned-finetune": the interval of the difference above 0.
+BEATS_FINETUNE = ("pix2pix", "cyclegan", "srgan")
+#: SRGAN: every student must beat bicubic by at least this many dB on the held-out images.
+SR_MARGIN_DB = 0.3
 
 
 def machine_record(device: torch.device) -> dict:
@@ -23,168 +35,235 @@ def machine_record(device: torch.device) -> dict:
     return record
 
 
-def summarise(records: dict[str, dict[int, dict]], latency: dict, generator_names: tuple[str, ...]) -> dict:
-    """Mean ± std of every figure per row and generator, and the verdicts.
+def commit_record() -> dict:
+    """The checkout's commit and whether it had uncommitted changes (None outside a git checkout)."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+    sha = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if sha else None
+    return {"commit": sha, "dirty": bool(status) if status is not None else None}
 
-    Args:
-        records: row -> seed -> row.json content.
-        latency: from :func:`measure_latencies`.
-        generator_names: the family's generators.
 
-    Returns:
-        ``{generator: {"primary": key or None, "rows": {row: {...}}}}``; rows are the trained rows,
-        then :data:`TEACHER_ROW` (the gcc rows' teachers, or small-distill's) and the family's
-        evaluation baselines (e.g. 'bicubic').
-    """
-    out = {}
-    for n in generator_names:
-        rows: dict[str, dict] = {}
+def _spread(per_seed: dict) -> dict:
+    s = spread_or_none(per_seed.values())
+    return {"per_seed": per_seed, "mean": s.mean if s else None, "std": s.std if s else None}
+
+
+def _metric_table(by_seed: dict[int, dict]) -> dict[str, dict]:
+    """seed -> {key: value} into key -> {"per_seed", "mean", "std"} (the scored keys only)."""
+    keys = sorted({k for v in by_seed.values() for k in v if k in HIGHER_IS_BETTER})
+    return {k: _spread({str(s): v[k] for s, v in by_seed.items() if k in v}) for k in keys}
+
+
+def build_result(*, family: str, names: tuple[str, ...], records: dict[str, dict[int, dict]],
+                 teacher_eval: dict[int, dict], shared: dict, latency: dict, settings: dict, resamples: int) -> dict:
+    """Everything the tables show, per generator: the teacher, the sparse model before pruning, the
+    pruned net before fine-tuning, every row per seed with mean and std, the family's references,
+    the paired differences, the targets and the distilling rows' diagnostics."""
+    seeds = sorted({s for by_seed in records.values() for s in by_seed})
+    generators = {}
+    for n in names:
+        rows = {}
         for key, by_seed in records.items():
-            gens = [r["generators"][n] for r in by_seed.values()]
-            metric_keys = {k for g in gens for k in g["student"]["metrics"]}
-            entry = {"label": ROWS[key].label, "seeds": sorted(by_seed),
-                     "student": {k: spread_or_none(g["student"]["metrics"].get(k) for g in gens) for k in metric_keys},
-                     "teacher": {}, "macs": {}, "params_m": None,
-                     "iterations": [r.get("iterations") for r in by_seed.values()]}
-            if all("teacher" in g for g in gens):
-                t_keys = {k for g in gens for k in g["teacher"]["metrics"]}
-                entry["teacher"] = {k: spread_or_none(g["teacher"]["metrics"].get(k) for g in gens) for k in t_keys}
-            entry["macs"] = {"complete": spread_or_none(g["student"]["macs"]["macs_complete"] for g in gens),
-                             "thop": spread_or_none(g["student"]["macs"]["macs"] for g in gens)}
-            entry["params_m"] = spread_or_none(g["student"]["macs"]["params"] for g in gens)
-            entry["latency_ms"] = spread_or_none(latency.get(key, {}).get(s, {}).get(n) for s in by_seed)
-            rows[key] = entry
-        teacher_source = next((k for k in ("gcc", "small-distill") if k in records), None)
-        if teacher_source is not None and rows[teacher_source]["teacher"]:
-            gens = [r["generators"][n] for r in records[teacher_source].values()]
-            rows[TEACHER_ROW] = {
-                "label": f"teacher (the {teacher_source} rows')", "seeds": sorted(records[teacher_source]),
-                "student": rows[teacher_source]["teacher"], "teacher": {},
-                "macs": {"complete": spread_or_none(g["teacher"]["macs"]["macs_complete"] for g in gens),
-                         "thop": spread_or_none(g["teacher"]["macs"]["macs"] for g in gens)},
-                "params_m": spread_or_none(g["teacher"]["macs"]["params"] for g in gens),
-                "latency_ms": spread_or_none(latency.get(TEACHER_ROW, {}).get(s, {}).get(n)
-                                             for s in records[teacher_source])}
-        # The family's evaluation baselines (bicubic, real photos, the untranslated input): the
-        # same figures in every row's evaluation; taken from the first row of each seed.
+            gens = {s: r["generators"][n] for s, r in by_seed.items()}
+            first = next(iter(gens.values()))
+            rows[key] = {"label": ROWS[key].label, "definition": ROWS[key].definition,
+                         "metrics": _metric_table({s: g["metrics"] for s, g in gens.items()}),
+                         "gmacs_complete": first["macs"]["macs_complete"], "gmacs_thop": first["macs"]["macs"],
+                         "params_m": first["macs"]["params"],
+                         "latency_ms": _spread({str(s): latency.get(f"{key}@{s}", {}).get(n) for s in by_seed
+                                                if latency.get(f"{key}@{s}", {}).get(n) is not None}),
+                         "iterations": sorted({r["diagnostics"].get("iterations") for r in by_seed.values()},
+                                              key=str),
+                         "diagnostics": {str(s): r["diagnostics"] for s, r in by_seed.items()}}
         refs: dict[str, dict[int, dict]] = {}
         for by_seed in records.values():
-            for seed, r in by_seed.items():
+            for s, r in by_seed.items():
                 for role, values in r["generators"][n].get("references", {}).items():
-                    refs.setdefault(role, {}).setdefault(seed, values)
-        for role, by_seed in refs.items():
-            keys = {k for v in by_seed.values() for k in v}
-            rows[role] = {"label": f"{role} (no network)" if role != "real" else "real images (the metric's ceiling)",
-                          "seeds": sorted(by_seed), "student": {k: spread_or_none(v.get(k) for v in by_seed.values())
-                                                                for k in keys},
-                          "teacher": {}, "macs": {}, "params_m": None, "latency_ms": None}
-        keys = headline_keys({k for r in rows.values() for k, s in r["student"].items() if s is not None})
-        primary = keys[0] if keys else None
-        _verdicts(rows, keys)
-        out[n] = {"primary": primary, "keys": keys, "rows": rows}
+                    refs.setdefault(role, {}).setdefault(s, values)
+        teacher = {s: e.get(n, {}).get("teacher", {}) for s, e in teacher_eval.items()}
+        shared_metrics = shared["metrics"].get(n, {})
+        entry = {
+            "teacher": {"metrics": _metric_table(teacher), "gmacs_complete": shared["teacher_macs"][n]["macs_complete"],
+                        "params_m": shared["teacher_macs"][n]["params"],
+                        "latency_ms": latency.get("teacher", {}).get(n)},
+            "sparse_model": {"metrics": _metric_table({seeds[0]: shared_metrics.get("sparse", {})}),
+                             "gmacs_complete": shared["macs"][n]["sparse"]["macs_complete"]},
+            "pruned_before_finetune": {"metrics": _metric_table({seeds[0]: shared_metrics.get("pruned", {})}),
+                                       "gmacs_complete": shared["macs"][n]["pruned"]["macs_complete"]},
+            "budget_gmacs": shared["budget_gmacs"][n],
+            "references": {role: {"metrics": _metric_table(by_seed)} for role, by_seed in refs.items()},
+            "rows": rows,
+        }
+        keys = [k for k in HEADLINE_ORDER if any(k in r["metrics"] for r in rows.values())]
+        entry["headline"] = keys[0] if keys else None
+        entry["paired"] = {}
+        for a, b in COMPARISONS:
+            if a in rows and b in rows:
+                entry["paired"][f"{a} - {b}"] = {
+                    k: paired_difference(_values(rows[a], k), _values(rows[b], k), higher_is_better=HIGHER_IS_BETTER[k],
+                                         resamples=resamples)
+                    for k in keys if k in rows[a]["metrics"] and k in rows[b]["metrics"]}
+        if "gcc" in rows and entry["teacher"]["metrics"]:
+            t_rows = {"metrics": entry["teacher"]["metrics"]}
+            entry["paired"]["gcc - teacher"] = {
+                k: paired_difference(_values(rows["gcc"], k), _values(t_rows, k), higher_is_better=HIGHER_IS_BETTER[k],
+                                     resamples=resamples)
+                for k in keys if k in entry["teacher"]["metrics"] and k in rows["gcc"]["metrics"]}
+        entry["targets"] = targets(family, entry)
+        generators[n] = entry
+    return {"format": FORMAT, "family": family, "seeds": seeds, "settings": settings, "generators": generators,
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
+def _values(row: dict, key: str) -> dict[int, float]:
+    return {int(s): v for s, v in row["metrics"].get(key, {}).get("per_seed", {}).items() if v is not None}
+
+
+def targets(family: str, entry: dict) -> list[dict]:
+    """The protocol's targets for this family, each with the figures it was judged on and whether
+    it was met (None where a row it needs did not run)."""
+    out = []
+    head = entry["headline"]
+    rows = entry["rows"]
+    if family in BEATS_FINETUNE:
+        d = entry["paired"].get("gcc - pruned-finetune", {}).get(head)
+        met = None if d is None or d["ci_low"] is None else d["ci_low"] > 0
+        out.append({"target": f"the 95 % interval of gcc - pruned-finetune ({head}) lies above 0 (gcc better)",
+                    "value": None if d is None else [d["ci_low"], d["ci_high"]], "met": met})
+    if family == "srgan" and "bicubic" in entry["references"]:
+        bicubic = entry["references"]["bicubic"]["metrics"].get("psnr", {}).get("mean")
+        margins = {k: min(v - bicubic for v in _values(r, "psnr").values())
+                   for k, r in rows.items() if bicubic is not None and _values(r, "psnr")}
+        out.append({"target": f"every student beats bicubic by at least {SR_MARGIN_DB} dB (PSNR, every seed)",
+                    "value": margins, "met": bool(margins) and all(m >= SR_MARGIN_DB for m in margins.values())})
+    if family == "sagan" and "gcc" in rows:
+        t = entry["teacher"]["metrics"].get(head, {})
+        g = rows["gcc"]["metrics"].get(head, {})
+        met = None
+        if t.get("mean") is not None and g.get("mean") is not None:
+            met = abs(g["mean"] - t["mean"]) <= (t["std"] or 0.0)
+        out.append({"target": f"the gcc student's mean {head} lies within one standard deviation of its teacher's "
+                              "(the teacher scored on every seed's samples)",
+                    "value": {"gcc": g.get("mean"), "teacher": t.get("mean"), "teacher_std": t.get("std")},
+                    "met": met})
     return out
 
 
-def _verdicts(rows: dict[str, dict], keys: list[str]) -> None:
-    """Fill speed-up and the two verdicts of every row, per headline key."""
-    teacher = rows.get(TEACHER_ROW)
-    t_ms = teacher["latency_ms"] if teacher else None
-    scratch = rows.get("small-scratch")
-    for key, row in rows.items():
-        row["speedup_vs_teacher"] = (t_ms.mean / row["latency_ms"].mean
-                                     if t_ms is not None and row.get("latency_ms") is not None else None)
-        row["verdicts"] = {}
-        for k in keys:
-            s = row["student"].get(k)
-            if s is None:
+# --------------------------------------------------------------------------------------------
+# Tables, from the result alone.
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _cell(metric: dict | None) -> str:
+    if not metric or metric.get("mean") is None:
+        return "-"
+    if metric.get("std") is None:
+        return _fmt(metric["mean"])
+    return f"{_fmt(metric['mean'])} ± {_fmt(metric['std'], 2)}"
+
+
+def _per_seed(metric: dict | None) -> str:
+    if not metric:
+        return "-"
+    return ", ".join(_fmt(v) for v in metric["per_seed"].values())
+
+
+def render_markdown(result: dict) -> str:
+    """The tables of a baselines result (its JSON), as Markdown."""
+    s = result["settings"]
+    lines = [f"# Baselines: {s['recipe']} ({result['family']})", "",
+             f"Generated from `{s.get('json_name', 'baselines.json')}` by `gancompress baselines`; do not edit.", ""]
+    for n, g in result["generators"].items():
+        head = g["headline"]
+        if head is None:
+            continue
+        better = "higher" if HIGHER_IS_BETTER[head] else "lower"
+        if len(result["generators"]) > 1:
+            lines += [f"## Generator {n}", ""]
+        lines += [f"{head} ({better} is better), mean ± sample standard deviation over seeds "
+                  f"{', '.join(map(str, result['seeds']))}; the budget is {_fmt(g['budget_gmacs'])} GMACs.", "",
+                  f"| row | {head} | per seed | GMACs (complete) | params (M) | CPU latency b1 (ms) |",
+                  "|---|---|---|---|---|---|"]
+        t = g["teacher"]
+        lines.append(f"| teacher (shared, frozen) | {_cell(t['metrics'].get(head))} | {_per_seed(t['metrics'].get(head))}"
+                     f" | {_fmt(t['gmacs_complete'])} | {_fmt(t['params_m'])} | {_fmt(t['latency_ms'], 3)} |")
+        for key, label in (("sparse_model", "sparse model, before pruning"),
+                           ("pruned_before_finetune", "pruned net, before any training")):
+            e = g[key]
+            lines.append(f"| {label} | {_cell(e['metrics'].get(head))} | - | {_fmt(e['gmacs_complete'])} | - | - |")
+        for key, r in g["rows"].items():
+            lines.append(f"| `{key}`: {r['label']} | {_cell(r['metrics'].get(head))} | "
+                         f"{_per_seed(r['metrics'].get(head))} | {_fmt(r['gmacs_complete'])} | {_fmt(r['params_m'])} | "
+                         f"{_cell(r['latency_ms'])} |")
+        for role, ref in g["references"].items():
+            lines.append(f"| {role} (no network) | {_cell(ref['metrics'].get(head))} | - | - | - | - |")
+        lines += ["", f"Paired differences over the seeds ({head}; positive: the first row is better), with the 95 % "
+                      "percentile-bootstrap interval of the mean:", "",
+                  "| comparison | mean difference | 95 % interval | per seed |", "|---|---|---|---|"]
+        for name, by_key in g["paired"].items():
+            d = by_key.get(head)
+            if d is None or d["mean"] is None:
                 continue
-            v = {}
-            ref = scratch["student"].get(k) if scratch is not None and key != "small-scratch" else None
-            if ref is not None:
-                v["beats_small_scratch"] = compare(k, s, ref)
-            own = row["teacher"].get(k)
-            t = own if own is not None else (teacher["student"].get(k) if teacher and key != TEACHER_ROW else None)
-            if t is not None:
-                v["within_teacher_std"] = within_std(k, s, t)
-                v["teacher_compared"] = "own" if own is not None else TEACHER_ROW
-            row["verdicts"][k] = v
-
-
-def summary_json(summary: dict) -> dict:
-    """:func:`summarise`'s result with every :class:`Spread` as a plain dict."""
-    def plain(v):
-        if isinstance(v, Spread):
-            return v.as_dict()
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [plain(x) for x in v]
-        return v
-    return plain(summary)
-
-
-def _fmt(s: Spread | None, digits: int = 4) -> str:
-    return "-" if s is None else s.format(digits)
-
-
-def markdown_table(summary: dict, order: list[str]) -> str:
-    """One table per generator: student and teacher metrics (mean ± std), GMACs, params, latency,
-    speed-up and the two verdicts on the headline metric."""
-    blocks = []
-    for n, gen in summary.items():
-        rows, keys, primary = gen["rows"], gen["keys"], gen["primary"]
-        head = ["row"] + [f"student {k}" for k in keys] + [f"teacher {k}" for k in keys]
-        head += ["GMACs (complete)", "GMACs (thop)", "params (M)", "CPU latency b1 (ms)", "speed-up vs teacher",
-                 f"beats small-scratch? ({primary})", f"within one teacher std of teacher? ({primary})"]
-        lines = [f"### Generator {n}" if len(summary) > 1 else "", "| " + " | ".join(head) + " |",
-                 "|" + "---|" * len(head)]
-        for key in [*order, TEACHER_ROW] + [k for k in rows if k not in order and k != TEACHER_ROW]:
-            if key not in rows:
-                continue
-            r = rows[key]
-            v = r["verdicts"].get(primary, {})
-            within = v.get("within_teacher_std", "-")
-            if v.get("teacher_compared") == TEACHER_ROW and within != "-":
-                within += " vs the teacher row"
-            cells = [f"{key}: {r['label']}"] + [_fmt(r["student"].get(k)) for k in keys]
-            cells += [_fmt(r["teacher"].get(k)) for k in keys]
-            cells += [_fmt(r["macs"].get("complete")), _fmt(r["macs"].get("thop")), _fmt(r["params_m"]),
-                      _fmt(r["latency_ms"], 3),
-                      "-" if r["speedup_vs_teacher"] is None else f"{r['speedup_vs_teacher']:.2f}x",
-                      v.get("beats_small_scratch", "-"), within]
-            lines.append("| " + " | ".join(cells) + " |")
-        blocks.append("\n".join(line for line in lines if line))
-    return "\n\n".join(blocks)
-
-
-def markdown_report(result: dict) -> str:
-    """baselines.md: the table, the seeds and the spread rule, the row definitions, time and machine."""
-    m = result["machine"]
-    seeds = result["seeds"]
-    lines = [f"# Baselines: {result['recipe']} ({result['family']})", "",
-             markdown_table(result["_summary"], result["rows"]), "",
-             f"Seeds {', '.join(map(str, seeds))}: every figure is the mean ± the sample standard deviation over "
-             f"{len(seeds)} seed(s). A difference is called one only where {RULE}; otherwise \"within spread\"."
-             + (" With one seed there is no spread and nothing is called." if len(seeds) == 1 else ""),
-             "Rows without their own teacher are compared with the teacher row (the gcc rows' teachers). MACs "
-             "and parameters are the student's (the teacher row: the teacher's). Latency: "
-             f"{result['latency_protocol']}.", ""]
-    for n, gen in result["_summary"].items():
-        t = gen["rows"].get(TEACHER_ROW)
-        if t is not None and gen["primary"] in t["student"]:
-            lines.append(f"Teacher's own spread ({n}, {gen['primary']}): {_fmt(t['student'][gen['primary']])} "
-                         f"over seeds {', '.join(map(str, t['seeds']))}.")
-    iterations = {k: sorted({r.get("iterations") for r in by_seed.values()}, key=str)
-                  for k, by_seed in result["runs"].items()}
-    lines.append("Training iterations (stage 3's length) per row: "
-                 + ", ".join(f"{k} {'/'.join(map(str, v))}" for k, v in iterations.items()) + ".")
-    lines += [f"Note: {note}" for note in result["notes"]]
-    lines += ["", "Rows:", ""]
-    for key in result["rows"]:
-        lines.append(f"- `{key}`: {ROWS[key].definition}.")
-    lines += ["", f"Budget and uniform width: {result['uniform']}.", "",
-              f"Wall time {result['wall_seconds']:.0f} s (this invocation; the rows' own training and evaluation: "
-              f"{result['row_seconds']:.0f} s in all). Machine: {m['cpu_count']} cores, {m['torch_threads']} torch "
-              f"threads (OMP_NUM_THREADS={m['omp_num_threads']}), {m['processor']}, torch {m['torch']}, trained on "
-              f"{m['training_device']}{', ' + m['gpu'] if 'gpu' in m else ''}."]
+            lines.append(f"| {name} | {_fmt(d['mean'], 3)} | [{_fmt(d['ci_low'], 3)}, {_fmt(d['ci_high'], 3)}] | "
+                         f"{', '.join(_fmt(v, 3) for v in d['per_seed'].values())} |")
+        lines += ["", "Targets:", ""]
+        for t in g["targets"]:
+            verdict = {True: "**met**", False: "**missed**", None: "not measured"}[t["met"]]
+            lines.append(f"- {t['target']}: {verdict} ({_value_text(t['value'])})")
+        diag = _diagnostics_text(g["rows"])
+        if diag:
+            lines += ["", "Diagnostics of the distilling rows (stage 3's log, every seed):", ""] + diag
+        lines.append("")
+    lines += ["Rows:", ""]
+    first = next(iter(result["generators"].values()))
+    for key, r in first["rows"].items():
+        lines.append(f"- `{key}`: {r['definition']}.")
+    lines += ["", "Settings: " + ", ".join(f"{k} {_fmt(v)}" for k, v in s.items()
+                                           if k not in ("command", "machine", "commit", "recipe", "json_name")) + ".",
+              "", f"Command: `{s['command']}`", "",
+              f"Commit {s['commit'].get('commit') or 'unknown'}{' (with uncommitted changes)' if s['commit'].get('dirty') else ''}; "
+              f"machine: {s['machine']['cpu_count']} cores, {s['machine']['torch_threads']} torch threads, "
+              f"{s['machine']['processor']}, torch {s['machine']['torch']}, trained on {s['machine']['training_device']}"
+              f"{', ' + s['machine']['gpu'] if 'gpu' in s['machine'] else ''}; {result['date']}."]
     return "\n".join(lines) + "\n"
+
+
+def _value_text(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v, 3) for v in value) + "]"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_fmt(v, 3)}" for k, v in value.items())
+    return _fmt(value, 3)
+
+
+def _diagnostics_text(rows: dict) -> list[str]:
+    lines = []
+    for key in ("gcc", "kd"):
+        if key not in rows:
+            continue
+        per_seed = rows[key]["diagnostics"]
+        actives = [(s, k, v) for s, d in per_seed.items() for k, v in d.items() if k.startswith("active_")]
+        if actives:
+            lowest = "; ".join(f"seed {s}: " + "/".join(_fmt(x, 2) for x in v["lowest"]) for s, k, v in actives)
+            first = ", ".join(f"{_fmt(v['first_step_with_a_channel_off'])}" for _, _, v in actives)
+            share = ", ".join(f"{v['log_points_with_a_channel_off']}/{v['log_points']}" for _, _, v in actives)
+            lines.append(f"- `{key}`: lowest active fraction per mask point {lowest}; first iteration with a channel "
+                         f"off {first}; log points with a channel off {share}.")
+        starts = [d.get("grad_norms_start") for d in per_seed.values() if d.get("grad_norms_start")]
+        if starts:
+            names = list(starts[0])
+            mean = {k: sum(s.get(k, 0.0) for s in starts) / len(starts) for k in names}
+            lines.append(f"- `{key}`: gradient norm of each term on the student at the first iteration (mean over seeds): "
+                         + ", ".join(f"{k[5:]} {_fmt(v, 3)}" for k, v in mean.items()) + ".")
+    return lines
