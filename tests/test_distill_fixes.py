@@ -192,3 +192,22 @@ def test_sagan_taps_attn2_and_patchgan_features_are_normalised_outputs():
     d = PatchDiscriminator(6, ndf=4, n_layers=3, norm="batch")
     points = d.feature_points()
     assert isinstance(points[0], nn.Conv2d) and all(isinstance(p, nn.BatchNorm2d) for p in points[1:])
+
+
+@pytest.mark.slow
+def test_dry_run_and_report_say_when_stage3_is_too_short_for_alpha(tiny_raw, tmp_path):
+    from gancompress.run.pipeline import compress, describe
+
+    slow = recipe_from_dict(tiny_raw, "tiny.yaml", ["discriminator.alpha_lr=1e-4", "export.onnx=false"])
+    assert "a retention factor needs at least 5000 iterations" in describe(slow)
+    report = compress(slow, tmp_path / "slow", device="cpu")
+    alpha = report["stage3"]["selective"]
+    assert alpha["too_short"] and alpha["iterations_to_reach_tau"] is None
+    assert "no retention factor could reach tau" in (tmp_path / "slow" / "report.md").read_text()
+    assert report["stage3"]["active_G"]["first_step_with_a_channel_off"] is None
+    auto = recipe_from_dict(tiny_raw, "tiny.yaml", ["export.onnx=false"])
+    assert "alpha_lr auto" in describe(auto)
+    report = compress(auto, tmp_path / "auto", device="cpu")
+    alpha = report["stage3"]["selective"]
+    assert not alpha["too_short"] and alpha["iterations_to_reach_tau"] <= 0.1 * alpha["iterations"] + 1
+    assert set(report["stage3"]["grad_norms_start"]) >= {"grad_task", "grad_content", "grad_texture"}

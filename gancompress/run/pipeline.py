@@ -38,7 +38,7 @@ from .evaluate import evaluate_run
 from .preflight import preflight
 from .record import prepare_run_dir, stage_done
 from .report import build_report
-from .routes import load_pretrained, route_lines, stage3_teacher
+from .routes import discriminator_lines, load_pretrained, route_lines, stage3_teacher
 from .stages import DistillStage, PretrainStage, SparseStage, build_generators, build_pair
 from .train import train_stage
 
@@ -56,7 +56,8 @@ def teacher_macs(family: Family, name: str):
 def describe(recipe: Recipe) -> str:
     """The dry-run text: resolved recipe, teacher MACs and params, and the budget of each generator."""
     family = get_family(recipe.family)(recipe)
-    lines = ["# resolved recipe", dump_recipe(recipe).rstrip(), ""] + route_lines(family, recipe) + [""]
+    lines = (["# resolved recipe", dump_recipe(recipe).rstrip(), ""] + route_lines(family, recipe)
+             + discriminator_lines(recipe) + [""])
     for name in family.generator_names:
         m = teacher_macs(family, name)
         budget = recipe.prune.budget_for(name).macs(m.complete)

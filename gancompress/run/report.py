@@ -17,6 +17,7 @@ from ..export.generator import load_generator
 from ..families.base import Family
 from ..files.atomic import atomic_write, atomic_write_text
 from ..files.rundir import RunDir
+from ..method import coordination
 from ..method.pruning import layer_widths
 from ..metrics.macs import count_macs
 from ..metrics.registry import protocol_markdown
@@ -24,6 +25,49 @@ from ..system.optim import resolve_amp
 from .routes import ROUTES
 
 log = logging.getLogger(__name__)
+
+
+def _stage_rows(run: RunDir, stage: str) -> list[dict]:
+    if not run.metrics.is_file():
+        return []
+    rows = [json.loads(line) for line in run.metrics.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("stage") == stage]
+
+
+def stage_diagnostics(run: RunDir, stage: str = "distill") -> dict:
+    """What stage 3's log says about the method: iterations, the active fraction of the selective
+    D's channels per mask point (first, lowest, last) and when a channel was first off, and each
+    term's gradient norm on the student at the start and at the end."""
+    rows = _stage_rows(run, stage)
+    out: dict = {"iterations": max((r["step"] for r in rows), default=None)}
+    if not rows:
+        return out
+    active = {k: [r[k] for r in rows if k in r] for k in rows[-1] if k.startswith("active_")}
+    for key, series in active.items():
+        off = [r["step"] for r in rows if key in r and min(r[key]) < 1.0]
+        out[key] = {"first": series[0], "lowest": [min(s[i] for s in series) for i in range(len(series[0]))],
+                    "last": series[-1], "first_step_with_a_channel_off": off[0] if off else None,
+                    "log_points_with_a_channel_off": len(off), "log_points": len(series)}
+    grads = [k for k in rows[0] if k.startswith("grad_")]
+    if grads:
+        out["grad_norms_start"] = {k: rows[0][k] for k in grads}
+        out["grad_norms_end"] = {k: rows[-1][k] for k in grads if k in rows[-1]}
+    return out
+
+
+def alpha_summary(recipe: Recipe, diagnostics: dict) -> dict | None:
+    """What the selective discriminator did in stage 3: its factors' learning rate, how many
+    iterations a factor needed to reach tau at it, and whether the run was long enough."""
+    c = recipe.discriminator
+    total = diagnostics.get("iterations")
+    if "selective" not in c.mode or not total:
+        return None
+    lr = coordination.alpha_learning_rate(c.alpha_lr, alpha_init=c.alpha_init, tau=c.tau, reach=c.alpha_reach,
+                                          iterations=total)
+    epochs = recipe.distill_epochs
+    reach = coordination.iterations_to_reach(lr, c.alpha_init - c.tau, max(1, total // epochs), epochs,
+                                             c.alpha_decay_epochs, c.alpha_decay)
+    return {"alpha_lr": lr, "iterations": total, "iterations_to_reach_tau": reach, "too_short": reach is None}
 
 
 def build_report(family: Family, recipe: Recipe, run: RunDir, pruned: dict, exports: dict) -> dict:
@@ -44,6 +88,9 @@ def build_report(family: Family, recipe: Recipe, run: RunDir, pruned: dict, expo
         route["teacher_weights"] = ("the pretrained generators as given" if recipe.distill.teacher == "frozen"
                                     else "the pretrained generators, trained on in stage 3")
     report = {"family": recipe.family, "recipe": recipe.name, "route": route, "generators": {}}
+    stage3 = stage_diagnostics(run)
+    alpha = alpha_summary(recipe, stage3)
+    report["stage3"] = {**stage3, **({"selective": alpha} if alpha else {})}
     for n in family.generator_names:
         teacher = load_generator(run.generator("teacher", n))[0]
         student = load_generator(run.generator("student", n))[0]
@@ -135,6 +182,7 @@ def write_markdown(run: RunDir, report: dict) -> Path:
         lines += [f"Trained in {t['precision']} (train.amp: {t['amp_setting']}) on {t['device']}, seed {t['seed']}, "
                   f"{t['sparse_epochs']} sparse + {t['distill_epochs']} distillation epochs at batch "
                   f"{t['batch_size']}.", ""]
+    lines += stage3_lines(report.get("stage3", {}))
     grids = run.sample_grids("distill")
     if grids:
         lines += ["## Samples (input | teacher | student | target)", "",
@@ -142,6 +190,33 @@ def write_markdown(run: RunDir, report: dict) -> Path:
     for plot in _plots(run):
         lines += [f"![{plot.stem}]({plot.relative_to(run.root)})", ""]
     return atomic_write_text(run.report_md, "\n".join(lines))
+
+
+def stage3_lines(stage3: dict) -> list[str]:
+    """report.md's account of stage 3: the selective discriminator's factors and each term's
+    gradient norm on the student at the start."""
+    lines = []
+    alpha = stage3.get("selective")
+    if alpha:
+        if alpha["too_short"]:
+            lines.append(f"Selective discriminator: at alpha_lr {alpha['alpha_lr']:.3g} no retention factor could reach "
+                         f"tau within stage 3's {alpha['iterations']} iterations: it acted as a plain discriminator "
+                         "(set discriminator.alpha_lr: auto).")
+        else:
+            lines.append(f"Selective discriminator: alpha_lr {alpha['alpha_lr']:.3g}; a factor could reach tau after "
+                         f"{alpha['iterations_to_reach_tau']} of {alpha['iterations']} iterations.")
+        for key, v in stage3.items():
+            if key.startswith("active_"):
+                first = v["first_step_with_a_channel_off"]
+                lines.append(f"{key[7:]}: lowest active fraction per mask point "
+                             f"{', '.join(f'{x:.2f}' for x in v['lowest'])}, last {', '.join(f'{x:.2f}' for x in v['last'])}; "
+                             + (f"first channel off at iteration {first}." if first is not None
+                                else "no channel was ever off."))
+    grads = stage3.get("grad_norms_start")
+    if grads:
+        lines.append("Gradient norm of each term of the student's loss at the start of stage 3: "
+                     + ", ".join(f"{k[5:]} {v:.3g}" for k, v in grads.items()) + ".")
+    return lines + ([""] if lines else [])
 
 
 def _plots(run: RunDir) -> list[Path]:

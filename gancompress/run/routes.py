@@ -11,12 +11,14 @@ the teacher stage 3 continues from.
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from torch import nn
 
 from ..config.sections import Recipe
 from ..families.base import Family
+from ..method import coordination
 from .stages import build_pair
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,25 @@ def route_lines(family: Family, recipe: Recipe) -> list[str]:
                          + ("the one stage 1 trains against the fine-tuned generator is used"
                             if recipe.route == "pretrained-finetune" else "trained from scratch in stage 3"))
     return lines
+
+
+def discriminator_lines(recipe: Recipe) -> list[str]:
+    """When the selective discriminator can act, for ``--dry-run``: its retention factors start at
+    ``alpha_init`` and move about their learning rate a step, so a run too short for any of them
+    to reach tau trains a plain discriminator."""
+    c = recipe.discriminator
+    if "selective" not in c.mode:
+        return []
+    distance, epochs = c.alpha_init - c.tau, recipe.distill_epochs
+    if c.alpha_lr == "auto":
+        return [f"discriminator: alpha_lr auto: set when stage 3 starts so that a retention factor can move from "
+                f"alpha_init {c.alpha_init:g} to tau {c.tau:g} within alpha_reach {c.alpha_reach:g} of stage 3's "
+                f"iterations (GCC's {coordination.PAPER_ALPHA_LR:g} where that is enough)"]
+    need = math.ceil(distance / float(c.alpha_lr))
+    return [f"discriminator: alpha_lr {float(c.alpha_lr):g}: a retention factor needs at least {need} iterations to "
+            f"move from alpha_init {c.alpha_init:g} to tau {c.tau:g}; stage 3's {epochs} epochs must hold at least "
+            f"{math.ceil(need / max(1, epochs))} iterations each (training items / batch size) or the selective "
+            "discriminator never switches a channel off; alpha_lr: auto fits the rate to the run"]
 
 
 def stage3_teacher(family: Family, recipe: Recipe, device: torch.device,

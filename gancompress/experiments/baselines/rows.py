@@ -29,6 +29,7 @@ from ...metrics.macs import count_macs
 from ...metrics.registry import evaluate_generators
 from ...run import pipeline
 from ...run.record import prepare_run_dir
+from ...run.report import stage_diagnostics
 from ...run.stages.gan import GANStage
 from ...run.train import train_stage
 from ...system.devices import seed_everything
@@ -170,34 +171,6 @@ def resolve_rows(keys: list[str] | None) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # Figures of one row and seed.
 
-def _stage_rows(run: RunDir, stage: str) -> list[dict]:
-    if not run.metrics.is_file():
-        return []
-    rows = [json.loads(line) for line in run.metrics.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r.get("stage") == stage]
-
-
-def diagnostics(run: RunDir, stage: str) -> dict:
-    """What stage 3's log says about the method: iterations, the active fraction of the selective
-    D's channels per mask point (first, lowest, last) and when a channel was first off, and each
-    term's gradient norm on the student at the start and at the end."""
-    rows = _stage_rows(run, stage)
-    out: dict = {"iterations": max((r["step"] for r in rows), default=None)}
-    if not rows:
-        return out
-    active = {k: [r[k] for r in rows if k in r] for k in rows[-1] if k.startswith("active_")}
-    for key, series in active.items():
-        off = [r["step"] for r in rows if key in r and min(r[key]) < 1.0]
-        out[key] = {"first": series[0], "lowest": [min(s[i] for s in series) for i in range(len(series[0]))],
-                    "last": series[-1], "first_step_with_a_channel_off": off[0] if off else None,
-                    "log_points_with_a_channel_off": len(off), "log_points": len(series)}
-    grads = [k for k in rows[0] if k.startswith("grad_")]
-    if grads:
-        out["grad_norms_start"] = {k: rows[0][k] for k in grads}
-        out["grad_norms_end"] = {k: rows[-1][k] for k in grads if k in rows[-1]}
-    return out
-
-
 def row_figures(p: Protocol, key: str, seed: int, out: RunDir) -> dict:
     """Metrics (the student's, the family's references), MACs, params and diagnostics of a trained row."""
     recipe = p.recipe(seed)
@@ -212,7 +185,7 @@ def row_figures(p: Protocol, key: str, seed: int, out: RunDir) -> dict:
                          "macs": count_macs(g, family.example_input(n, 1)).as_dict(),
                          "references": {r: v for r, v in values.items() if r != "student"}}
     return {"row": key, "seed": seed, "run_dir": str(out.root), "generators": generators,
-            "protocol": result["protocol"], "diagnostics": diagnostics(out, ROWS[key].stage)}
+            "protocol": result["protocol"], "diagnostics": stage_diagnostics(out, ROWS[key].stage)}
 
 
 def run_row(p: Protocol, key: str, seed: int) -> dict:

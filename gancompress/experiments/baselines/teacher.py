@@ -68,8 +68,10 @@ class Teacher:
 
 
 def teacher_key(recipe: Recipe) -> str:
-    """A digest of everything that shapes the teacher's weights (12 hex digits)."""
-    plain = recipe_to_dict(recipe)
+    """A digest of everything that shapes the teacher's weights (12 hex digits): the recipe's
+    settings as :func:`teacher_recipe` normalises them (the student's width and stage 3's settings
+    do not count)."""
+    plain = recipe_to_dict(teacher_recipe(recipe))
     train = {k: v for k, v in plain["train"].items() if k not in _NOT_SHAPING}
     shaping = {"format": 1, "family": plain["family"], "model": plain["model"], "data": plain["data"], "train": train,
                "teacher_epochs": recipe.teacher_epochs, "seed": recipe.seed}
@@ -139,7 +141,7 @@ def _train(recipe: Recipe, run: RunDir, device: torch.device, cache_dir: Path | 
     gens_eval = {n: stage.gens[n].eval() for n in names}
     macs = {n: count_macs(gens_eval[n], family.example_input(n, 1)).as_dict() for n in names}
     atomic_write_json(run.root / TEACHER_RECORD, {
-        "format": "gancompress-baselines-teacher", "key": teacher_key(recipe), "family": recipe.family,
+        "format": "gancompress-baselines-teacher", "family": recipe.family,
         "ngf": ngf, "epochs": recipe.teacher_epochs, "pretrain_epochs": recipe.train.pretrain_epochs,
         "seed": recipe.seed, "generators": files, "discriminators": d_files, "macs": macs,
         "seconds": round(time.perf_counter() - started, 1)})
