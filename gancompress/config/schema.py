@@ -60,6 +60,39 @@ def type_name(tp: Any) -> str:
     return str(tp)
 
 
+def type_at(cls: type, keys: list[str], overrides_types: dict | None = None) -> Any:
+    """The declared type of the key path ``keys`` inside dataclass ``cls``, or None if there is none.
+
+    Walks nested dataclasses and mapping values (``pretrained.generators.G`` is a ``str``);
+    ``overrides_types`` replaces top-level field types as in :func:`build_dataclass`.
+    """
+    tp: Any = cls
+    for depth, key in enumerate(keys):
+        options = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+        found = None
+        for option in options:
+            if dataclasses.is_dataclass(option):
+                hints = typing.get_type_hints(option)
+                if depth == 0 and overrides_types:
+                    hints.update(overrides_types)
+                found = hints.get(key)
+            elif typing.get_origin(option) is dict:
+                found = typing.get_args(option)[1]
+            if found is not None:
+                break
+        if found is None:
+            return None
+        tp = found
+    return tp
+
+
+def accepts_string(tp: Any) -> bool:
+    """Whether a value of type ``tp`` may be any string (``str``, ``Any`` or a union holding ``str``)."""
+    if tp is str or tp is Any:
+        return True
+    return typing.get_origin(tp) in (Union, types.UnionType) and any(accepts_string(a) for a in typing.get_args(tp))
+
+
 def key_repr(key: Any) -> str:
     """A key as shown in a key path: plain identifiers bare, anything else quoted."""
     return key if isinstance(key, str) and key.isidentifier() else repr(key)
