@@ -15,7 +15,7 @@ from types import ModuleType
 #: Subcommand name -> module (imported when the command runs, so ``--help`` stays fast).
 COMMANDS: dict[str, str] = {
     "compress": "compress",
-    "prune": "compress",
+    "prune": "prune",
     "export": "export",
     "evaluate": "evaluate",
     "macs": "macs",
