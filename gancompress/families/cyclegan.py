@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config.schema import setting
-from ..data.unaligned import DomainDataset, UnalignedDataset, domain_files
+from ..data.unaligned import LAYOUT, DomainDataset, UnalignedDataset, domain_files
 from ..errors import RecipeError
 from ..metrics.evaldata import Baseline, EvalBatch, EvalData, ImageSet, Reference
 from ..metrics.image import to_unit
@@ -123,6 +123,7 @@ class CycleGANFamily(Family):
     name = "cyclegan"
     ModelConfig = CycleGANModel
     generator_names = ("AtoB", "BtoA")
+    layout = LAYOUT
     d_loss_weight = 0.5  # CycleGAN halves D's loss
 
     def __init__(self, recipe):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config.schema import setting
-from ..data.aligned import AlignedDataset
+from ..data.aligned import LAYOUT, AlignedDataset
 from ..errors import RecipeError
 from ..metrics.evaldata import Baseline, EvalBatch, EvalData, ImageSet, Reference
 from ..metrics.image import to_unit
@@ -42,6 +42,7 @@ class Pix2PixFamily(Family):
     name = "pix2pix"
     ModelConfig = Pix2PixModel
     generator_names = ("G",)
+    layout = LAYOUT
     d_loss_weight = 0.5  # pix2pix halves D's loss
 
     def build_generator(self, name: str, ngf: int) -> nn.Module:

@@ -38,7 +38,8 @@ from ..nets.sagan import (
 from .base import Family
 
 LAYOUT = ("a flat folder of RGB images, e.g. CelebA's img_align_celeba/ (an empty data.train_split "
-          "or data.eval_split reads data.root itself; 'train' reads data.root/train)")
+          "or data.eval_split reads data.root itself; 'train' reads data.root/train); gancompress "
+          "make-demo-data sagan writes one")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class SAGANFamily(Family):
     name = "sagan"
     ModelConfig = SAGANModel
     generator_names = ("G",)
+    layout = LAYOUT
     d_loss_weight = 1.0  # hinge D loss, not halved
 
     # --- networks -------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config.schema import setting
-from ..data.sr import SRDataset, bicubic_upscale
+from ..data.sr import LAYOUT, SRDataset, bicubic_upscale
 from ..metrics.evaldata import Baseline, EvalBatch, EvalData, Reference
 from ..metrics.image import to_unit
 from ..nets.srresnet import SRDiscriminator, SRResNet
@@ -74,6 +74,7 @@ class SRGANFamily(Family):
     name = "srgan"
     ModelConfig = SRGANModel
     generator_names = ("G",)
+    layout = LAYOUT
     d_loss_weight = 1.0
 
     def __init__(self, recipe):
