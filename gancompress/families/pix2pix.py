@@ -112,7 +112,7 @@ class Pix2PixFamily(Family):
 
         PSNR/SSIM compare with B; mIoU segments the output against the label map it was made
         from: ``<root>/<eval_split>_trainids/<file>`` when present (Cityscapes' 19 trainIds at
-        full resolution, written by tools/prepare_cityscapes.py), else the colour label map A;
+        full resolution, written by gancompress prepare-cityscapes), else the colour label map A;
         the real photo B is scored too ('real', the segmenter's ceiling). FID/KID compare with
         the real B images of the split.
         """
