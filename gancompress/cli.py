@@ -47,19 +47,20 @@ EPILOG = ("exit status:\n"
 _ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`(~?)([^`<]*?)\s*(?:<([^>`]*)>)?`")
 
 
-def plain_text(doc: str) -> str:
+def plain_text(doc: str, code: str = "") -> str:
     """A docstring as ``--help`` shows it: reStructuredText literals and roles as plain text.
 
-    ``x`` -> x; :mod:`a.b` -> a.b; :func:`~a.b.c` -> c; :class:`text <a.B>` -> text.
+    ``x`` -> x; :mod:`a.b` -> a.b; :func:`~a.b.c` -> c; :class:`text <a.B>` -> text. With
+    ``code="`"`` literals and names are kept as Markdown code spans instead.
     """
     def role(m: re.Match) -> str:
         tilde, text, target = m.groups()
         if target is not None and text:
             return text
         name = text or target or ""
-        return name.rsplit(".", 1)[-1] if tilde else name
+        return code + (name.rsplit(".", 1)[-1] if tilde else name) + code
 
-    return _ROLE.sub(role, doc).replace("``", "")
+    return _ROLE.sub(role, doc).replace("``", code)
 
 
 def _subcommand_epilog(module) -> str | None:

@@ -193,8 +193,8 @@ class GLeaDConfig:
 class DiscriminatorConfig:
     """The student's discriminator (METHOD 2; DMD and GLeaD from METHOD 5-6)."""
 
-    mode: str = setting("selective", "the student's D in stage 3: selective (GCC), plain, none, dmd, "
-                        "selective+dmd or glead (docs/discriminator_modes.md)")
+    mode: str = setting("selective", "the student's D in stage 3, a mode of the MODES registry "
+                        "(docs/discriminator_modes.md)")
     tau: float = setting(0.5, "retention threshold: a channel whose factor alpha falls below it is off "
                          "(appendix: Pix2Pix 0.5, others 0.1)", lo=0, hi=1)
     alpha_lr: float | Literal["auto"] = setting("auto", "alpha's learning rate; auto: GCC's 1e-4, raised where "
@@ -312,7 +312,7 @@ class Recipe:
 
     name: str = setting(doc="the run's name: 1-100 letters, digits, '.', '_', '-'; the run folder is "
                         "<output_dir>/<name>")
-    family: str = setting(doc="pix2pix, cyclegan, sagan or srgan")
+    family: str = setting(doc="the GAN family, a name of the FAMILIES registry (its model section: below)")
     model: Any = setting(doc="the family's own section (its keys: below, per family)")
     data: DataConfig = setting(DataConfig(), "the dataset and its batches")
     train: TrainConfig = setting(TrainConfig(), "optimisers and the training loop, every stage")
