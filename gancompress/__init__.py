@@ -5,10 +5,12 @@ layers before it (each subpackage's docstring says what it holds and repeats its
 ``tests/test_architecture.py`` holds the code to it):
 
 Layers: errors, config, system, files, nets, data, metrics, demo, method, families, pretrained,
-export, run, experiments, commands, cli.
+export, run, experiments, commands, cli, manual.
 
 ``errors`` (the one-line user errors) and ``cli`` (the ``gancompress`` entry point) are modules;
-the rest are subpackages. Old module paths from before the grouping still import (:mod:`._moved`).
+the rest are subpackages. ``manual`` writes the generated pages of the documentation
+(``python tools/make_docs.py``). Old module paths from before the grouping still import
+(:mod:`._moved`).
 """
 
 from . import _moved

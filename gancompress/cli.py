@@ -1,7 +1,9 @@
 """The ``gancompress`` command line.
 
-Every subcommand is a module of :mod:`gancompress.commands`. User mistakes end in one line on
-stderr and exit status 2; an interrupted run says how to resume.
+Every subcommand is a module of :mod:`gancompress.commands`; its docstring is its ``--help``
+description (shown as plain text: :func:`plain_text`) and its ``EXAMPLE`` the example that ends
+its ``--help``. User mistakes end in one line on stderr and exit status 2; an interrupted run says
+how to resume. Every exit status is listed in :data:`EXIT_STATUSES`.
 
 Several processes: ``torchrun --nproc_per_node=N --no-python gancompress compress RECIPE`` trains
 data-parallel; rank 0 prints the results, and the other ranks log warnings only.
@@ -10,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
+import textwrap
 
 from . import __version__
 from .commands import COMMANDS, command_module
@@ -22,21 +26,59 @@ log = logging.getLogger("gancompress")
 THREADS_HELP = ("CPU threads per process (default: the environment's OMP_NUM_THREADS, else the cores "
                 "available divided by torchrun's processes on this node)")
 
-DESCRIPTION = ("Make a trained GAN small and fast: train a sparse model, prune it to a MACs budget, distil the "
-               "student online against GCC's selective discriminator, export and report.")
+DESCRIPTION = ("Make a trained GAN small and fast: train a sparse model, prune it to a MACs budget,\n"
+               "distil the student online against GCC's selective discriminator, export and report.")
+
+#: Every status ``main`` returns (argparse's own usage errors exit 2 too).
+EXIT_STATUSES: dict[int, str] = {
+    0: "done",
+    1: "some parts failed, each reported in one line, the rest done: a variant of 'ablate', a row of "
+       "'gpu-check' (and any unforeseen error, with Python's traceback: a bug to report)",
+    2: "a user error, in one line on stderr (a recipe key, a missing file, a command-line mistake), "
+       "before training wherever it can be known before training",
+    130: "interrupted (Ctrl-C); the same command with --resume continues",
+}
+
+EPILOG = ("exit status:\n"
+          + "\n".join(textwrap.fill(text, 78, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
+                      for code, text in EXIT_STATUSES.items())
+          + "\n\nexample:\n  gancompress make-demo-data pix2pix && gancompress compress recipes/demo/pix2pix.yaml")
+
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`(~?)([^`<]*?)\s*(?:<([^>`]*)>)?`")
+
+
+def plain_text(doc: str, code: str = "") -> str:
+    """A docstring as ``--help`` shows it: reStructuredText literals and roles as plain text.
+
+    ``x`` -> x; :mod:`a.b` -> a.b; :func:`~a.b.c` -> c; :class:`text <a.B>` -> text. With
+    ``code="`"`` literals and names are kept as Markdown code spans instead.
+    """
+    def role(m: re.Match) -> str:
+        tilde, text, target = m.groups()
+        if target is not None and text:
+            return text
+        name = text or target or ""
+        return code + (name.rsplit(".", 1)[-1] if tilde else name) + code
+
+    return _ROLE.sub(role, doc).replace("``", code)
+
+
+def _subcommand_epilog(module) -> str | None:
+    example = getattr(module, "EXAMPLE", None)
+    return f"example:\n  {example}" if example else None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gancompress", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(prog="gancompress", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"gancompress {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--threads", type=positive_int, default=None, metavar="N", help=THREADS_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = command_module(name)
-        help_line = module.HELP if name == module.NAME else "run the stages up to pruning and print the pruned MACs"
-        p = sub.add_parser(name, help=help_line, description=(module.__doc__ or help_line).strip(),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(name, help=module.HELP, description=plain_text(module.__doc__ or module.HELP).strip(),
+                           epilog=_subcommand_epilog(module), formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
         # Also accepted after the command; SUPPRESS keeps an absent one from undoing the global one.
         p.add_argument("--threads", type=positive_int, default=argparse.SUPPRESS, metavar="N", help=THREADS_HELP)

@@ -71,6 +71,35 @@ def test_overrides_are_typed_and_checked(tiny_raw):
     assert "distill.nope: unknown key" in _error(tiny_raw, ["distill.nope=1"])
 
 
+DEMO = ROOT / "recipes" / "demo" / "pix2pix.yaml"
+
+
+def test_an_empty_override_is_the_empty_string_for_string_keys():
+    recipe = load_recipe(DEMO, ["eval.segmenter=", "data.train_split= ", "pretrained.generators.G="])
+    assert recipe.eval.segmenter == "" and recipe.data.train_split == ""
+    assert recipe.pretrained.generators == {"G": ""}
+    assert load_recipe(DEMO, ["eval.segmenter=''"]).eval.segmenter == ""
+
+
+@pytest.mark.parametrize("assignment,instead", [
+    ("data.num_workers=", "write --set data.num_workers=null for none"),
+    ("classifier.paths=", "write --set classifier.paths=[] for an empty list"),
+    ("eval.latency=", "takes true or false, not the empty string; write a value after '='"),
+    ("model.ngf_student=", "takes an integer, not the empty string"),
+])
+def test_an_empty_override_of_a_key_that_takes_no_string_is_one_line(assignment, instead):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(DEMO, [assignment])
+    message = str(info.value)
+    assert message.startswith(f"--set {assignment}: nothing after '='") and instead in message
+    assert "\n" not in message and "got None" not in message
+
+
+def test_an_empty_override_of_an_unknown_key_says_unknown_key():
+    with pytest.raises(RecipeError, match="distill.nope: unknown key"):
+        load_recipe(DEMO, ["distill.nope="])
+
+
 def test_budget_forms():
     assert Budget.from_raw(3.0) == Budget("gmacs", 3.0)
     assert Budget.from_raw("25%") == Budget("ratio", 0.25)

@@ -88,7 +88,7 @@ def test_trusted_torchscript_segmenter_loads_predicts_and_scores_100(tmp_path):
 
 
 def test_missing_and_foreign_segmenter_files(tmp_path):
-    with pytest.raises(MissingFileError, match="train_segmenter.py"):
+    with pytest.raises(MissingFileError, match="gancompress train-segmenter"):
         load_segmenter(tmp_path / "nope.pt")
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)

@@ -97,7 +97,7 @@ def test_pix2pix_values_match_direct_computations_and_records_say_why_not_compar
     assert values["student"]["fid_images"] == len(data) == 4
 
     miou = records["miou"]
-    assert miou["evaluator"] == {"name": "own segmentation_models_pytorch segmenter (tools/train_segmenter.py)",
+    assert miou["evaluator"] == {"name": "own segmentation_models_pytorch segmenter (gancompress train-segmenter)",
                                  "kind": "smp", "file": "own-segmenter.pt", "sha256": "ab" * 6}
     assert not miou["comparable"] and "own segmenter: not comparable with published mIoU" in miou["why_not"]
     assert miou["protocol"]["images"] == 4 and miou["protocol"]["resolution"] == [32, 32]

@@ -1,9 +1,12 @@
 """The subcommands of ``gancompress``, one module each.
 
 A command module has ``NAME``, ``HELP`` (one line for the command list), a docstring (its
-``--help`` description), ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status).
-User mistakes are raised as :class:`~gancompress.errors.GanCompressError`; ``cli.main`` prints
-them in one line and exits 2. Adding a command is one module and one entry below.
+``--help`` description, plain text), ``EXAMPLE`` (one command line that ends its ``--help``),
+``add_arguments(parser)`` and ``run(args) -> int`` (the exit status, one of
+``cli.EXIT_STATUSES``). An option naming a path says whether it is a file or a directory (metavar
+FILE or DIR). User mistakes are raised as :class:`~gancompress.errors.GanCompressError`;
+``cli.main`` prints them in one line and exits 2. Adding a command is one module and one entry
+below.
 
 May import: every layer (commands and the ``cli`` entry point are the top).
 """
@@ -15,7 +18,7 @@ from types import ModuleType
 #: Subcommand name -> module (imported when the command runs, so ``--help`` stays fast).
 COMMANDS: dict[str, str] = {
     "compress": "compress",
-    "prune": "compress",
+    "prune": "prune",
     "export": "export",
     "evaluate": "evaluate",
     "macs": "macs",

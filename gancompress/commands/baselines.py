@@ -17,6 +17,7 @@ from .common import add_device_arg, add_recipe_args, positive_int
 
 NAME = "baselines"
 HELP = "measure whether distillation pays: gcc, kd, pruned-finetune and small-scratch over seeds"
+EXAMPLE = "gancompress baselines recipes/demo/pix2pix.yaml --quick"
 
 
 def add_arguments(p) -> None:

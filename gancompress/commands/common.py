@@ -16,7 +16,8 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run-dir", type=Path, default=None, help="run folder (default: <output_dir>/<name>)")
+    p.add_argument("--run-dir", type=Path, default=None, metavar="DIR",
+                   help="the run folder, a directory (default: <output_dir>/<name> of the recipe)")
     p.add_argument("--resume", action="store_true", help="continue the run in the run folder")
     add_device_arg(p)
 

@@ -1,8 +1,10 @@
-"""Run every stage of a recipe: sparse teacher, prune, distil, export and report.
+"""Run every stage of a recipe: sparse model, prune, distil, export and report.
 
-``gancompress prune`` runs the stages up to pruning and prints the pruned MACs. Under torchrun
-(``torchrun --nproc_per_node=N --no-python gancompress compress RECIPE``) every process trains
-data-parallel and rank 0 prints the results.
+The run folder (--run-dir, default <output_dir>/<name>) receives every stage's output and
+report.json / report.md; a folder that already holds a run is continued with --resume, never
+overwritten. --dry-run prints the resolved recipe, its route, the teacher's MACs and the budget
+without touching data. Under torchrun every process trains data-parallel and rank 0 prints the
+results: torchrun --nproc_per_node=N --no-python gancompress compress RECIPE.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from pathlib import Path
 from .common import add_recipe_args, add_run_args
 
 NAME = "compress"
-HELP = "run every stage of a recipe: sparse teacher, prune, distill, export, report"
+HELP = "run every stage of a recipe: sparse model, prune, distil, export, report"
+EXAMPLE = "gancompress compress recipes/demo/pix2pix.yaml --set distill.gamma_t=1e3 --run-dir runs/try1"
 
 
 def add_arguments(p) -> None:
@@ -23,11 +26,15 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    return run_until(args, "report")
+
+
+def run_until(args, until: str) -> int:
+    """Run the recipe's stages up to ``until`` ('prune' or 'report') and print the results."""
     from ..families.recipe import load_recipe
     from ..run.pipeline import compress, describe
     from ..system import distributed
 
-    until = "prune" if args.command == "prune" else "report"
     launch = distributed.launch_env()
     leader = launch is None or launch.rank == 0  # only rank 0 prints results
     # Recipe errors come before the process group, alike on every rank.

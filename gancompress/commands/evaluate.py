@@ -7,11 +7,12 @@ from pathlib import Path
 from .common import add_device_arg
 
 NAME = "evaluate"
-HELP = "task metric and latency of a finished run; writes report.md"
+HELP = "task metric and latency of a finished run; writes report.json and report.md"
+EXAMPLE = "gancompress evaluate runs/demo_pix2pix --device cpu"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("run_dir", type=Path, help="the run folder, e.g. runs/demo_pix2pix")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder (a directory), e.g. runs/demo_pix2pix")
     add_device_arg(p)
 
 

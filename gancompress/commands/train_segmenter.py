@@ -1,14 +1,10 @@
 """Train a segmenter for the mIoU metric of label->photo generators (our own, for demos and data
 without a published segmenter).
 
-Example (pix2pix Cityscapes, colour label halves):
-
-    gancompress train-segmenter datasets/cityscapes/train --palette cityscapes \\
-        --epochs 30 --device cuda --out weights/segmenter_cityscapes.pt
-
-The output is a gancompress-segmenter checkpoint; set eval.segmenter to it. mIoU measured with it
-is marked "own segmenter: not comparable with published mIoU" in the report; published Cityscapes
-figures use DRN-D-105: set eval.segmenter to drn-d-105_ms_cityscapes.pth
+ROOT is a directory of aligned A|B images (e.g. datasets/cityscapes/train). The output is a
+gancompress-segmenter checkpoint; set eval.segmenter to it. mIoU measured with it is marked "own
+segmenter: not comparable with published mIoU" in the report; published Cityscapes figures use
+DRN-D-105: set eval.segmenter to drn-d-105_ms_cityscapes.pth
 (http://go.yf.io/drn-cityscapes-models) for those.
 """
 from __future__ import annotations
@@ -19,11 +15,13 @@ from .common import positive_int
 
 NAME = "train-segmenter"
 HELP = "train our own segmenter for mIoU (demos; published Cityscapes mIoU uses DRN-D-105)"
+EXAMPLE = ("gancompress train-segmenter datasets/cityscapes/train --palette cityscapes --epochs 30 --device cuda "
+           "--out weights/segmenter_cityscapes.pt")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("root", help="folder of aligned A|B images (left half label map, right half photo)")
-    p.add_argument("--out", required=True, help="checkpoint to write")
+    p.add_argument("root", metavar="ROOT", help="directory of aligned A|B images (left half label map, right half photo)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the segmenter checkpoint file to write")
     p.add_argument("--arch", default="Unet", help="segmentation_models_pytorch architecture (default Unet)")
     p.add_argument("--encoder", default="resnet18", help="smp encoder (default resnet18, trained from scratch)")
     p.add_argument("--palette", default="cityscapes", choices=["cityscapes", "auto"],

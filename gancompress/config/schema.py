@@ -4,9 +4,10 @@ The lowest layer of recipe handling: it knows types, ranges and key paths, nothi
 ``sections.py`` declares the sections with it and the families declare their ``model`` sections
 with it, so neither has to import the other.
 
-A field's range is declared with :func:`bounded`; a value type with its own syntax (the pruning
-budget) is a class with ``from_raw(value)`` (raising ValueError with a readable reason) and
-``to_raw()``. Every failure is a :class:`RecipeError` naming the file and the key path, e.g.
+A recipe key is declared with :func:`setting`: its default, its one-line meaning (the generated
+recipe reference, docs/reference/recipe.md, prints it) and its range; :func:`bounded` gives a
+range alone. A value type with its own syntax (the pruning budget) is a class with
+``from_raw(value)`` (raising ValueError with a readable reason) and ``to_raw()``. Every failure is a :class:`RecipeError` naming the file and the key path, e.g.
 ``recipes/x.yaml: distill.gamma_t: expected a number, got 'abc'``.
 """
 from __future__ import annotations
@@ -25,9 +26,24 @@ def bounded(lo: float | None = None, hi: float | None = None, *, lo_open: bool =
     return {"range": (lo, hi, lo_open)}
 
 
+def setting(default: Any = dataclasses.MISSING, doc: str = "", *, lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False) -> Any:
+    """A recipe key: a dataclass field with its ``default`` (none: required), its one-line meaning
+    ``doc`` and, for numbers, the range [lo, hi] (``lo_open``: (lo, hi])."""
+    metadata = {"doc": doc}
+    if lo is not None or hi is not None:
+        metadata.update(bounded(lo, hi, lo_open=lo_open))
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 def field_range(f: dataclasses.Field) -> tuple[float | None, float | None, bool] | None:
     """The (lo, hi, lo_open) range declared on a dataclass field, or None."""
     return f.metadata.get("range")
+
+
+def field_doc(f: dataclasses.Field) -> str:
+    """The one-line meaning declared on a dataclass field ('' when it has none)."""
+    return f.metadata.get("doc", "")
 
 
 def _has_syntax(tp: Any) -> bool:
@@ -58,6 +74,39 @@ def type_name(tp: Any) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join(type_name(a) for a in typing.get_args(tp) if a is not type(None))
     return str(tp)
+
+
+def type_at(cls: type, keys: list[str], overrides_types: dict | None = None) -> Any:
+    """The declared type of the key path ``keys`` inside dataclass ``cls``, or None if there is none.
+
+    Walks nested dataclasses and mapping values (``pretrained.generators.G`` is a ``str``);
+    ``overrides_types`` replaces top-level field types as in :func:`build_dataclass`.
+    """
+    tp: Any = cls
+    for depth, key in enumerate(keys):
+        options = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+        found = None
+        for option in options:
+            if dataclasses.is_dataclass(option):
+                hints = typing.get_type_hints(option)
+                if depth == 0 and overrides_types:
+                    hints.update(overrides_types)
+                found = hints.get(key)
+            elif typing.get_origin(option) is dict:
+                found = typing.get_args(option)[1]
+            if found is not None:
+                break
+        if found is None:
+            return None
+        tp = found
+    return tp
+
+
+def accepts_string(tp: Any) -> bool:
+    """Whether a value of type ``tp`` may be any string (``str``, ``Any`` or a union holding ``str``)."""
+    if tp is str or tp is Any:
+        return True
+    return typing.get_origin(tp) in (Union, types.UnionType) and any(accepts_string(a) for a in typing.get_args(tp))
 
 
 def key_repr(key: Any) -> str:

@@ -9,8 +9,9 @@ from torch.utils.data import Dataset
 from ..errors import DataError
 from .images import Augment, ImageSource, item_key, list_images, screen_images
 
-LAYOUT = ("<root>/<split>/*.png|jpg, each image A|B side by side (A left, B right, equal halves); "
-          "make it with tools/make_demo_data.py or, for Cityscapes, tools/prepare_cityscapes.py")
+LAYOUT = ("<root>/<split>/*.png|jpg (train/, val/), each image A|B side by side (A left, B right, equal halves; "
+          "pix2pix's layout); gancompress make-demo-data pix2pix writes one, gancompress prepare-cityscapes "
+          "converts Cityscapes")
 
 
 def _even_width(path: Path, size: tuple[int, int]) -> None:

@@ -35,8 +35,8 @@ from .images import ImageSource, check_image, item_key, list_images, load_rgb, t
 
 log = logging.getLogger(__name__)
 
-LAYOUT = ("<root>/<split>/*.png|jpg, one folder of high-resolution images per split (the LR input is "
-          "made by bicubic downscaling); tools/make_demo_data.py srgan writes one")
+LAYOUT = ("<root>/<split>/*.png|jpg, one folder of high-resolution images per split (e.g. train2014/, "
+          "Set14/; the LR input is made by bicubic downscaling); gancompress make-demo-data srgan writes one")
 
 #: Smallest side an evaluation image may have: the 11x11 SSIM window must fit after a border of
 #: ``scale`` pixels is cropped on each side.

@@ -21,8 +21,8 @@ from torch.utils.data import Dataset
 from ..errors import DataError
 from .images import Augment, ImageSource, item_key, list_images, screen_images
 
-LAYOUT = ("<root>/trainA, <root>/trainB, <root>/testA, <root>/testB, each a folder of RGB .png/.jpg "
-          "images, unpaired (CycleGAN's layout; tools/make_demo_data.py cyclegan writes one)")
+LAYOUT = ("<root>/<split>A and <root>/<split>B (trainA/, trainB/, testA/, testB/), each a folder of RGB "
+          ".png/.jpg images, unpaired (CycleGAN's layout); gancompress make-demo-data cyclegan writes one")
 
 PAIRINGS = ("random", "serial")
 

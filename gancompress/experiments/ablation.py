@@ -30,36 +30,13 @@ from ..errors import GanCompressError, RecipeError
 from ..families.recipe import load_recipe
 from ..files.atomic import atomic_write_json, atomic_write_text
 from ..files.rundir import RunDir
+from .ablation_variants import MEASURED, REFERENCE, VARIANTS
 from .seeds import RULE, Spread, compare, headline_keys, seed_schedule, select_keys, spread_or_none
 
 log = logging.getLogger(__name__)
 
-# key -> (label, recipe overrides). Order is the table's order.
-VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "none": ("no discriminator (distillation only)", ("discriminator.mode=none",)),
-    "plain": ("plain D", ("discriminator.mode=plain",)),
-    "selective-local": ("selective D without the global term",
-                        ("discriminator.mode=selective", "discriminator.global_coordination=false")),
-    "gcc": ("selective D (full GCC)", ("discriminator.mode=selective", "discriminator.global_coordination=true")),
-    "dmd": ("DMD", ("discriminator.mode=dmd", "discriminator.dmd.measure=features",
-                    "discriminator.dmd.schedule=retardation")),
-    "dmd-output": ("DMD, R_t on D's outputs", ("discriminator.mode=dmd", "discriminator.dmd.measure=output")),
-    "dmd-random": ("DMD mask at random (dmd's on-rate)",
-                   ("discriminator.mode=dmd", "discriminator.dmd.schedule=random")),
-    "selective+dmd": ("selective D + DMD", ("discriminator.mode=selective+dmd",
-                                             "discriminator.global_coordination=true")),
-    "glead": ("GLeaD", ("discriminator.mode=glead",)),
-}
-
-#: Variants whose overrides take a figure measured by another variant of the same seed:
-#: variant -> (the variant it reads, the recipe key it sets).
-MEASURED: dict[str, tuple[str, str]] = {"dmd-random": ("dmd", "discriminator.dmd.random_on_rate")}
-
 # What stages 1-2 leave in a run folder; copied from the first variant to the others.
 SHARED_OUTPUTS = ("pretrain", "sparse", "pruned")
-
-#: The variant the others are compared with when there are several seeds.
-REFERENCE = "gcc"
 
 
 def resolve_variants(keys: list[str] | None) -> list[str]:

@@ -27,6 +27,8 @@ class Family(ABC):
         ModelConfig: the frozen dataclass of the recipe's ``model`` section; it must have
             ``ngf_teacher`` and ``ngf_student`` fields.
         generator_names: names of the generators (and of the discriminators judging them).
+        layout: the dataset folder layout ``data.root`` must have, in words (the error messages
+            and docs/datasets.md say it).
         d_loss_weight: factor on ``L_D_real + L_D_fake`` (1/2 where the family halves D's loss);
             also the local-capacity weight c of METHOD 2.
         g_adv_weight: factor on the generators' adversarial loss, teacher and student alike
@@ -37,6 +39,7 @@ class Family(ABC):
     name: ClassVar[str]
     ModelConfig: ClassVar[type]
     generator_names: ClassVar[tuple[str, ...]] = ("G",)
+    layout: ClassVar[str] = ""
     d_loss_weight: ClassVar[float] = 1.0
     g_adv_weight: float = 1.0
 

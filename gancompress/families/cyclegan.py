@@ -7,15 +7,15 @@ history of 50 images each (CycleGAN's image pool). Each generator is pruned to i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config.schema import bounded
-from ..data.unaligned import DomainDataset, UnalignedDataset, domain_files
+from ..config.schema import setting
+from ..data.unaligned import LAYOUT, DomainDataset, UnalignedDataset, domain_files
 from ..errors import RecipeError
 from ..metrics.evaldata import Baseline, EvalBatch, EvalData, ImageSet, Reference
 from ..metrics.image import to_unit
@@ -36,19 +36,21 @@ class CycleGANModel:
     AtoB, so it needs both equal.
     """
 
-    netG: Literal["resnet", "mobile"] = "resnet"
-    n_blocks: int = field(default=9, metadata=bounded(1))
-    ngf_teacher: int = field(default=64, metadata=bounded(1))
-    ngf_student: int = field(default=24, metadata=bounded(1))
-    ndf: int = field(default=64, metadata=bounded(1))
-    n_layers_D: int = field(default=3, metadata=bounded(1))
-    norm: Literal["instance", "instance_affine"] = "instance"
-    dropout: bool = False
-    input_nc: int = field(default=3, metadata=bounded(1))
-    output_nc: int = field(default=3, metadata=bounded(1))
-    lambda_cycle: float = field(default=10.0, metadata=bounded(0))
-    lambda_identity: float = field(default=0.5, metadata=bounded(0))
-    pool_size: int = field(default=50, metadata=bounded(0))
+    netG: Literal["resnet", "mobile"] = setting("resnet", "the generators: CycleGAN's ResNet, or mobile (its "
+                                                "residual convs depthwise-separable, as GAN Compression's)")
+    n_blocks: int = setting(9, "residual blocks of each generator", lo=1)
+    ngf_teacher: int = setting(64, "the teacher generators' width (filters of the first layer)", lo=1)
+    ngf_student: int = setting(24, "the sparse models' width, which pruning narrows into the students", lo=1)
+    ndf: int = setting(64, "the PatchGAN discriminators' width", lo=1)
+    n_layers_D: int = setting(3, "the PatchGANs' strided conv layers", lo=1)
+    norm: Literal["instance", "instance_affine"] = setting(
+        "instance", "the generators' norm layers (instance has no scales for sparse.method slimming to act on)")
+    dropout: bool = setting(False, "dropout inside each residual block")
+    input_nc: int = setting(3, "channels of domain A's images", lo=1)
+    output_nc: int = setting(3, "channels of domain B's images", lo=1)
+    lambda_cycle: float = setting(10.0, "weight of the cycle loss, both ways", lo=0)
+    lambda_identity: float = setting(0.5, "weight of the identity loss, times lambda_cycle (0: off)", lo=0)
+    pool_size: int = setting(50, "generated images in each discriminator's history (0: none)", lo=0)
 
     def validate(self) -> str | None:
         if self.lambda_identity > 0 and self.input_nc != self.output_nc:
@@ -121,6 +123,7 @@ class CycleGANFamily(Family):
     name = "cyclegan"
     ModelConfig = CycleGANModel
     generator_names = ("AtoB", "BtoA")
+    layout = LAYOUT
     d_loss_weight = 0.5  # CycleGAN halves D's loss
 
     def __init__(self, recipe):

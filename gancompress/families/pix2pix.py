@@ -1,15 +1,15 @@
 """Pix2Pix: paired image-to-image translation (U-Net or ResNet G, PatchGAN D on concat(A, image))."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config.schema import bounded
-from ..data.aligned import AlignedDataset
+from ..config.schema import setting
+from ..data.aligned import LAYOUT, AlignedDataset
 from ..errors import RecipeError
 from ..metrics.evaldata import Baseline, EvalBatch, EvalData, ImageSet, Reference
 from ..metrics.image import to_unit
@@ -23,24 +23,26 @@ from .base import Family
 class Pix2PixModel:
     """The recipe's ``model`` section for pix2pix."""
 
-    netG: Literal["unet", "resnet"] = "unet"
-    num_downs: int = field(default=8, metadata=bounded(5))
-    n_blocks: int = field(default=9, metadata=bounded(1))
-    ngf_teacher: int = field(default=64, metadata=bounded(1))
-    ngf_student: int = field(default=32, metadata=bounded(1))
-    ndf: int = field(default=128, metadata=bounded(1))
-    n_layers_D: int = field(default=3, metadata=bounded(1))
-    norm: Literal["batch", "instance", "instance_affine"] = "batch"
-    dropout: bool = True
-    input_nc: int = field(default=3, metadata=bounded(1))
-    output_nc: int = field(default=3, metadata=bounded(1))
-    l1_weight: float = field(default=100.0, metadata=bounded(0))
+    netG: Literal["unet", "resnet"] = setting("unet", "the generator: a U-Net or a ResNet")
+    num_downs: int = setting(8, "U-Net: downsamplings; data.crop_size must be a multiple of 2^num_downs", lo=5)
+    n_blocks: int = setting(9, "ResNet: residual blocks", lo=1)
+    ngf_teacher: int = setting(64, "the teacher generator's width (filters of its first layer)", lo=1)
+    ngf_student: int = setting(32, "the sparse model's width, which pruning narrows into the student", lo=1)
+    ndf: int = setting(128, "the PatchGAN discriminator's width", lo=1)
+    n_layers_D: int = setting(3, "the PatchGAN's strided conv layers", lo=1)
+    norm: Literal["batch", "instance", "instance_affine"] = setting(
+        "batch", "the generator's norm layers (instance has no scales for sparse.method slimming to act on)")
+    dropout: bool = setting(True, "dropout in the generator (pix2pix's noise)")
+    input_nc: int = setting(3, "channels of the input images", lo=1)
+    output_nc: int = setting(3, "channels of the output images", lo=1)
+    l1_weight: float = setting(100.0, "weight of the L1 loss against the target image", lo=0)
 
 
 class Pix2PixFamily(Family):
     name = "pix2pix"
     ModelConfig = Pix2PixModel
     generator_names = ("G",)
+    layout = LAYOUT
     d_loss_weight = 0.5  # pix2pix halves D's loss
 
     def build_generator(self, name: str, ngf: int) -> nn.Module:
@@ -110,7 +112,7 @@ class Pix2PixFamily(Family):
 
         PSNR/SSIM compare with B; mIoU segments the output against the label map it was made
         from: ``<root>/<eval_split>_trainids/<file>`` when present (Cityscapes' 19 trainIds at
-        full resolution, written by tools/prepare_cityscapes.py), else the colour label map A;
+        full resolution, written by gancompress prepare-cityscapes), else the colour label map A;
         the real photo B is scored too ('real', the segmenter's ceiling). FID/KID compare with
         the real B images of the split.
         """

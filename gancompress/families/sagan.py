@@ -15,13 +15,13 @@ count, which includes the spectral-norm convs and the attention matmuls that tho
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..config.schema import bounded
+from ..config.schema import setting
 from ..data.imagefolder import ImageFolderDataset
 from ..errors import DataError
 from ..method.pruning import architecture_record, rebuild
@@ -38,18 +38,19 @@ from ..nets.sagan import (
 from .base import Family
 
 LAYOUT = ("a flat folder of RGB images, e.g. CelebA's img_align_celeba/ (an empty data.train_split "
-          "or data.eval_split reads data.root itself; 'train' reads data.root/train)")
+          "or data.eval_split reads data.root itself; 'train' reads data.root/train); gancompress "
+          "make-demo-data sagan writes one")
 
 
 @dataclass(frozen=True)
 class SAGANModel:
     """The recipe's ``model`` section for sagan (GCC appendix Table I: ngf 64 / 48, ndf 64)."""
 
-    z_dim: int = field(default=128, metadata=bounded(1))
-    ngf_teacher: int = field(default=64, metadata=bounded(1))
-    ngf_student: int = field(default=48, metadata=bounded(1))
-    ndf: int = field(default=64, metadata=bounded(1))
-    image_size: int = field(default=64, metadata=bounded(1))
+    z_dim: int = setting(128, "size of the latent code z", lo=1)
+    ngf_teacher: int = setting(64, "the teacher generator's width", lo=1)
+    ngf_student: int = setting(48, "the sparse model's width, which pruning narrows into the student", lo=1)
+    ndf: int = setting(64, "the discriminator's width", lo=1)
+    image_size: int = setting(64, "side of the generated images (the nets make 64x64 only)", lo=1)
 
     def validate(self) -> str | None:
         if self.image_size != 64:
@@ -62,6 +63,7 @@ class SAGANFamily(Family):
     name = "sagan"
     ModelConfig = SAGANModel
     generator_names = ("G",)
+    layout = LAYOUT
     d_loss_weight = 1.0  # hinge D loss, not halved
 
     # --- networks -------------------------------------------------------------------------

@@ -17,15 +17,15 @@ averaged, for the teacher, the student and the bicubic baseline, on whole images
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config.schema import bounded
-from ..data.sr import SRDataset, bicubic_upscale
+from ..config.schema import setting
+from ..data.sr import LAYOUT, SRDataset, bicubic_upscale
 from ..metrics.evaldata import Baseline, EvalBatch, EvalData, Reference
 from ..metrics.image import to_unit
 from ..nets.srresnet import SRDiscriminator, SRResNet
@@ -38,37 +38,23 @@ STANDARD_SR_SETS = {"Set5": 5, "Set14": 14, "B100": 100, "BSD100": 100, "Urban10
 
 @dataclass(frozen=True)
 class SRGANModel:
-    """The recipe's ``model`` section for srgan.
+    """The recipe's ``model`` section for srgan (SRGAN's defaults; GCC's D: appendix Table II)."""
 
-    Attributes:
-        scale: upscaling factor, a power of 2 (4 in SRGAN).
-        n_blocks: residual blocks of SRResNet (16).
-        ngf_teacher, ngf_student: trunk widths of the teacher and of the sparse model / student.
-        ndf: width of D's first block; d_blocks conv blocks (8 in SRGAN, 4 in GCC's D, appendix
-            Table II); d_fc hidden units of D's head (1024), or 0 for GCC's head: global average
-            pool and a single Linear to the logit.
-        lr_crop: side of the LR training crops (24, so HR crops are 96); also the input shape at
-            which MACs are counted and the budget is met.
-        content_loss: 'vgg' (MSE of VGG19 features, needs ``eval.vgg19_weights``) or 'mse'
-            (pixel MSE, SRResNet-MSE).
-        vgg_layer: the VGG19 layer compared, e.g. 'relu5_4' (SRGAN's VGG54: features[:36]) or
-            'relu2_2' (VGG22); see ``gancompress.nets.vgg``.
-        content_weight: factor on the content loss.
-        adv_weight: factor on G's adversarial loss (1e-3 in SRGAN).
-    """
-
-    scale: int = field(default=4, metadata=bounded(2))
-    n_blocks: int = field(default=16, metadata=bounded(1))
-    ngf_teacher: int = field(default=64, metadata=bounded(1))
-    ngf_student: int = field(default=24, metadata=bounded(1))
-    ndf: int = field(default=64, metadata=bounded(1))
-    d_blocks: int = field(default=8, metadata=bounded(2))
-    d_fc: int = field(default=1024, metadata=bounded(0))
-    lr_crop: int = field(default=24, metadata=bounded(1))
-    content_loss: Literal["vgg", "mse"] = "vgg"
-    vgg_layer: str = "relu5_4"
-    content_weight: float = field(default=1.0, metadata=bounded(0))
-    adv_weight: float = field(default=1e-3, metadata=bounded(0))
+    scale: int = setting(4, "upscaling factor, a power of 2", lo=2)
+    n_blocks: int = setting(16, "SRResNet's residual blocks", lo=1)
+    ngf_teacher: int = setting(64, "the teacher's trunk width", lo=1)
+    ngf_student: int = setting(24, "the sparse model's trunk width, which pruning narrows into the student", lo=1)
+    ndf: int = setting(64, "width of the discriminator's first block", lo=1)
+    d_blocks: int = setting(8, "the discriminator's conv blocks (SRGAN 8, GCC's D 4)", lo=2)
+    d_fc: int = setting(1024, "hidden units of the discriminator's head; 0: GCC's head (global average pool, "
+                        "one Linear)", lo=0)
+    lr_crop: int = setting(24, "side of the LR training crops (HR crops are scale times larger); MACs and the "
+                           "budget are counted at this input", lo=1)
+    content_loss: Literal["vgg", "mse"] = setting("vgg", "the content loss: MSE of VGG19 features (needs "
+                                                  "eval.vgg19_weights) or pixel MSE")
+    vgg_layer: str = setting("relu5_4", "the VGG19 layer compared: relu5_4 (SRGAN's VGG54), relu2_2 (VGG22), ...")
+    content_weight: float = setting(1.0, "weight of the content loss", lo=0)
+    adv_weight: float = setting(1e-3, "weight of the generator's adversarial loss", lo=0)
 
     def validate(self) -> str | None:
         """A problem with the section (prefixed by 'model.' in the error), or None."""
@@ -88,6 +74,7 @@ class SRGANFamily(Family):
     name = "srgan"
     ModelConfig = SRGANModel
     generator_names = ("G",)
+    layout = LAYOUT
     d_loss_weight = 1.0
 
     def __init__(self, recipe):

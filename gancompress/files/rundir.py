@@ -3,6 +3,7 @@
 ::
 
     recipe.yaml            the resolved recipe the weights were trained with
+    .lock                  held by the process running the folder (a kernel lock; its PID inside)
     history.jsonl          one line per start or resume (time, command, settings changed)
     history/recipe-<n>.yaml  the recipe before the n-th resume that changed settings
     pretrain/<stage>.pt    optional generator-only pre-training (train.pretrain_epochs > 0)
@@ -16,6 +17,7 @@
     cache/                 evaluation caches (real images' features, keyed by their file list)
     detectors/             real-vs-generated classifiers (gancompress train-detector)
     report.json, report.md teacher vs student MACs, params, latency and task metric
+    plot_<name>.png        report.md's training curves (with matplotlib: gancompress[plots])
 
 A stage is done when its output file exists. A recipe's ``name`` becomes the folder
 ``<output_dir>/<name>``, so it must be a safe folder name (:func:`safe_run_name`).

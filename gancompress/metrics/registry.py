@@ -212,7 +212,7 @@ def miou(ctx: MetricContext, name: str, data: EvalData) -> dict:
     segmenter = ctx.segmenter()
     if segmenter is None:
         return skipped("miou", "eval.segmenter is not set (the DRN-D-105 Cityscapes weights or a segmenter "
-                               "trained with tools/train_segmenter.py)")
+                               "trained with gancompress train-segmenter)")
     confusions: dict[str, Confusion] = {}
     label_sizes: set[tuple[int, int]] = set()
     sources: set[str] = set()

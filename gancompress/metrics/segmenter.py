@@ -4,7 +4,7 @@ training palette), and loading one from a file (:func:`load_segmenter`).
 Segmenters load as weights into architectures defined here (never by running code from the file):
 the published DRN-D-105 Cityscapes state dict (``drn-d-105_ms_cityscapes.pth``, see
 :mod:`.drn`; the segmenter published pix2pix mIoU is measured with) or a self-describing
-checkpoint written by ``tools/train_segmenter.py`` (:data:`SEGMENTER_FORMAT`, an smp network;
+checkpoint written by ``gancompress train-segmenter`` (:data:`SEGMENTER_FORMAT`, an smp network;
 its figures are not comparable with published ones). A TorchScript file is accepted only when
 the recipe sets ``eval.trust_torchscript: true``.
 """
@@ -33,7 +33,7 @@ from .weights import (
 
 log = logging.getLogger(__name__)
 
-#: Value of the ``"format"`` key of checkpoints written by ``tools/train_segmenter.py``.
+#: Value of the ``"format"`` key of checkpoints written by ``gancompress train-segmenter``.
 SEGMENTER_FORMAT = "gancompress-segmenter"
 
 
@@ -49,7 +49,7 @@ class Segmenter:
         palette: colour -> id mapping of the training labels, used to turn colour label maps
             into class ids.
         source: the file it was loaded from (for messages and protocol records).
-        kind: "drn-d-105" (the published Cityscapes DRN), "smp" (a tools/train_segmenter.py
+        kind: "drn-d-105" (the published Cityscapes DRN), "smp" (a gancompress train-segmenter
             checkpoint) or "torchscript" (a trusted user module).
         sha256: hex SHA-256 of the file.
         quantize: "truncate" to floor images to 8-bit levels first (GAN Compression's
@@ -89,7 +89,7 @@ class Segmenter:
     def describe(self) -> dict:
         """The evaluator part of a protocol record: what it is, its file and the file's SHA-256 (12 hex)."""
         names = {"drn-d-105": "DRN-D-105 (DRNSeg, fyu/drn) Cityscapes segmenter",
-                 "smp": "own segmentation_models_pytorch segmenter (tools/train_segmenter.py)",
+                 "smp": "own segmentation_models_pytorch segmenter (gancompress train-segmenter)",
                  "torchscript": "user TorchScript segmenter (trusted by eval.trust_torchscript)"}
         return {"name": names.get(self.kind, self.kind), "kind": self.kind, "file": self.source,
                 "sha256": self.sha256[:12]}
@@ -147,7 +147,7 @@ class Segmenter:
         if self.palette is None:
             raise CheckpointError(
                 f"segmenter {self.source} has no palette, so colour label maps cannot be converted: "
-                f"retrain it with tools/train_segmenter.py --palette cityscapes|auto or give id labels"
+                f"retrain it with gancompress train-segmenter --palette cityscapes|auto or give id labels"
             )
         return colour_to_ids(label_rgb, self.palette)
 
@@ -180,7 +180,7 @@ def _smp_segmenter(ckpt: dict, path: Path, device, sha: str) -> Segmenter:
     missing = [k for k in required if k not in ckpt]
     if missing:
         raise CheckpointError(
-            f"segmenter checkpoint {path} lacks keys {missing}: re-create it with tools/train_segmenter.py"
+            f"segmenter checkpoint {path} lacks keys {missing}: re-create it with gancompress train-segmenter"
         )
     with torch.device("meta"):  # shapes only: the weights come from the file
         net = build_segmenter_net(ckpt["arch"], ckpt["encoder"], int(ckpt["num_classes"]))
@@ -188,7 +188,7 @@ def _smp_segmenter(ckpt: dict, path: Path, device, sha: str) -> Segmenter:
     if problem:
         raise CheckpointError(
             f"segmenter checkpoint {path} does not fit its {ckpt['arch']}/{ckpt['encoder']} network: {problem}; "
-            f"re-create it with tools/train_segmenter.py"
+            f"re-create it with gancompress train-segmenter"
         )
     load_into(net, ckpt["state_dict"]).to(device)
     palette = Palette.from_dict(ckpt["palette"]) if ckpt.get("palette") else None
@@ -206,7 +206,7 @@ def load_segmenter(path, device="cpu", *, trust_torchscript: bool = False) -> Se
     * the DRN-D-105 Cityscapes state dict (``drn-d-105_ms_cityscapes.pth``): a plain state dict,
       possibly under a 'state_dict' or 'model' key and with a 'module.' prefix; every key and
       shape must fit :class:`~gancompress.metrics.drn.DRNSeg`;
-    * a ``gancompress-segmenter`` checkpoint of tools/train_segmenter.py (keys ``format``,
+    * a ``gancompress-segmenter`` checkpoint of gancompress train-segmenter (keys ``format``,
       ``arch``, ``encoder``, ``num_classes``, ``input_size``, ``mean``, ``std``, ``state_dict``,
       optionally ``palette``), rebuilt with segmentation_models_pytorch;
     * a TorchScript module mapping (N, 3, h, w) RGB in [0, 1] to logits, only with
@@ -238,11 +238,11 @@ def load_segmenter(path, device="cpu", *, trust_torchscript: bool = False) -> Se
 
     path = Path(path)
     fix = (f"set eval.segmenter to {DRN_D_105_FILENAME} (from {DRN_D_105_URL}) or to a checkpoint written by "
-           f"tools/train_segmenter.py")
+           f"gancompress train-segmenter")
     if not path.is_file():
         raise MissingFileError(
             f"segmenter {path} not found: for Cityscapes mIoU comparable with published figures download "
-            f"{DRN_D_105_FILENAME} from {DRN_D_105_URL}, or train your own with tools/train_segmenter.py; "
+            f"{DRN_D_105_FILENAME} from {DRN_D_105_URL}, or train your own with gancompress train-segmenter; "
             f"then set eval.segmenter to its path"
         )
     if is_torchscript_archive(path):

@@ -1,6 +1,6 @@
 """Give cores back while other processes need them, and take them again when they are done.
 
-Measured on a 2-core machine (README, Results): torch's OpenMP threads *spin* for a while after
+Measured on a 2-core machine (CHANGELOG.md, 2026-11): torch's OpenMP threads *spin* for a while after
 every parallel region, which is the fastest way to train alone, but two such processes on the
 same cores slow each other down about 12x; threads that sleep instead
 (``OMP_WAIT_POLICY=PASSIVE``) share the cores well but made a lone run about 14 % slower, and

@@ -4,8 +4,8 @@ torch runs CPU work on an OpenMP thread pool of one thread per core whose thread
 while after each parallel region before they sleep. Alone, that is the fastest setting; two such
 jobs on the same cores steal each other's time slices (on a busy 2-core machine a small conv net
 trained 12 to 17 times slower). Threads that sleep at once (``OMP_WAIT_POLICY=PASSIVE``) share
-well but made a lone Pix2Pix demo run about 14 % slower, and one thread about as much (README,
-Results). So the wait policy stays the runtime's own and the *count* adapts: where gancompress
+well but made a lone Pix2Pix demo run about 14 % slower, and one thread about as much
+(CHANGELOG.md, 2026-11). So the wait policy stays the runtime's own and the *count* adapts: where gancompress
 chose it, the training loops lower it while other processes keep the cores busy and raise it
 again when they are done (:mod:`gancompress.system.coreshare`). The OpenMP runtime reads ``OMP_*`` once,
 when torch loads it, so the entry point (:func:`gancompress.cli.main`) calls :func:`configure`
