@@ -17,7 +17,7 @@ Three placements of the mask:
   the masked and unmasked k logits.
 
 The appendix leaves the mask ratio, the layer d, lambda, m and n_s open; they are recipe keys
-(``discriminator.dmd.*``) with the defaults documented in the README.
+(``discriminator.dmd.*``) with the defaults of docs/reference/recipe.md.
 
 What R_t measures (``measure``). Taken literally (``features``), R_t compares layer d's features
 ``F * M`` with ``F``; for an element mask keeping a share k of the elements that cosine is

@@ -373,7 +373,7 @@ def composed(*kinds: type[Mode]) -> Callable[..., Composite]:
     return make
 
 
-#: Mode name -> class (or factory) taking (cfg, seed=..., vgg19_weights=...). Order is the README's.
+#: Mode name -> class (or factory) taking (cfg, seed=..., vgg19_weights=...), in docs/discriminator_modes.md's order.
 MODES: dict[str, Callable[..., Mode]] = {
     "selective": Selective,
     "plain": Mode,
