@@ -264,10 +264,8 @@ class ExportConfig:
     onnx: bool = setting(True, "write the student as ONNX (needs the onnx extra; skipped with a warning "
                          "without it)")
     opset: int = setting(17, "the ONNX opset", lo=17, hi=MAX_OPSET)
-    int8_calibration: int = setting(256, "gancompress export --int8: training inputs the int8 activation ranges "
-                                    "are calibrated on, a strided sample of data.train_split", lo=1)
-    int8_tolerance: float = setting(0.05, "gancompress export --int8: the largest accepted drop of each task "
-                                    "metric, relative to the fp32 student's value (0.05: 5 % worse)", lo=0)
+    int8_calibration: int = setting(256, "int8 rows of gancompress benchmark: training inputs the int8 activation "
+                                    "ranges are calibrated on, a strided sample of data.train_split", lo=1)
 
 
 @dataclass(frozen=True)
