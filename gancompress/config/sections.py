@@ -264,6 +264,8 @@ class ExportConfig:
     onnx: bool = setting(True, "write the student as ONNX (needs the onnx extra; skipped with a warning "
                          "without it)")
     opset: int = setting(17, "the ONNX opset", lo=17, hi=MAX_OPSET)
+    int8_calibration: int = setting(256, "int8 rows of gancompress benchmark: training inputs the int8 activation "
+                                    "ranges are calibrated on, a strided sample of data.train_split", lo=1)
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,11 @@ class EvalConfig:
     vgg19_weights: str = setting("", "torchvision's vgg19-dcbb9e9d.pth (SRGAN's content loss, GLeaD's "
                                  "perceptual distance)")
     latency: bool = setting(True, "measure teacher and student latency")
-    latency_iters: int = setting(20, "timed runs per latency measurement", lo=1)
+    latency_iters: int = setting(20, "timed runs per latency measurement on a GPU", lo=1)
+    runtimes: tuple[str, ...] = setting(("eager", "torchscript"), "the runtimes teacher and student latency is "
+                                        "measured on, at batch 1 (eager, torchscript, onnxruntime, openvino)")
+    runtime_max_time: float = setting(0.5, "seconds one latency measurement may take at most (it stops when its "
+                                      "median is stable)", lo=0, lo_open=True)
 
 
 @dataclass(frozen=True)

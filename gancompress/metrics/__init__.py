@@ -1,4 +1,4 @@
-"""Evaluation metrics: PSNR/SSIM, segmentation mIoU, FID/KID and latency, and their registry.
+"""Evaluation metrics: PSNR/SSIM, segmentation mIoU, FID/KID and latency (also on the deployment runtimes), and their registry.
 
 ``registry.evaluate_generators`` runs the metrics a family declares (``METRICS``, by name) and
 returns their values with a protocol record each (evaluator, its weights' hash, settings, and
@@ -37,6 +37,7 @@ _EXPORTS = {
     "registry": ("METRICS", "evaluate_generators", "get_metric", "protocol_markdown"),
     "weights": ("first_mismatch", "load_tensors", "trust_torchscript"),
     "latency": ("latency_table", "measure_latency"),
+    "runtimes": ("RUNTIMES", "format_rows", "get_runtime", "parse_runtimes", "runtime_rows"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

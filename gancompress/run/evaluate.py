@@ -30,15 +30,41 @@ def _load_role(run: RunDir, role: str, names) -> dict:
 
 
 def latency(family, teacher, student, recipe, device: torch.device) -> dict:
-    """Latency table of teacher vs student per generator (see metrics.latency.latency_table)."""
+    """Latency of teacher vs student per generator, on the runtimes of ``eval.runtimes`` at batch 1.
+
+    Returns ``{name: table}``: the table of :func:`gancompress.metrics.latency.latency_table`
+    (on a GPU, its bf16 settings; on the CPU, made from the runtime rows, labelled
+    ``<runtime>_b1_fp32``), with the rows of :func:`gancompress.metrics.runtimes.runtime_rows`
+    under ``"runtimes"``.
+    """
+    from ..export.int8 import OnnxFiles
     from ..metrics.latency import latency_table
+    from ..metrics.macs import count_macs
+    from ..metrics.runtimes import runtime_rows
 
     out = {}
     iters = recipe.eval.latency_iters
     for n in family.generator_names:
-        table = latency_table({"teacher": teacher[n].to(device), "student": student[n].to(device)},
-                              lambda b, n=n: family.example_input(n, b, device), device,
-                              warmup=max(2, iters // 4), iters=iters)
+        models = {"teacher": family.for_export(teacher[n]).to(device).eval(),
+                  "student": family.for_export(student[n]).to(device).eval()}
+        example = family.example_input(n, 1)
+        macs = {role: count_macs(m.cpu(), example).complete for role, m in models.items()}
+        with OnnxFiles(example, recipe.export.opset) as onnx_of:
+            rows = runtime_rows(models, lambda b, n=n: family.example_input(n, b), runtimes=recipe.eval.runtimes,
+                                max_time=recipe.eval.runtime_max_time, device=device, onnx_of=onnx_of, macs=macs)
+        if device.type == "cuda":
+            table = latency_table({"teacher": teacher[n].to(device), "student": student[n].to(device)},
+                                  lambda b, n=n: family.example_input(n, b, device), device,
+                                  warmup=max(2, iters // 4), iters=iters)
+        else:
+            table = {"device": str(device), "models": {role: {} for role in models}}
+            for r in rows:
+                key = f"{r['runtime']}_b{r['batch']}_{r['precision']}"
+                table["models"][r["model"]][key] = ({"median_ms": r["median_ms"], "iqr_ms": r["iqr_ms"]}
+                                                    if "median_ms" in r else {"error": r["error"]})
+            table["speedup"] = {f"{r['runtime']}_b{r['batch']}_{r['precision']}": r["speedup"]
+                                for r in rows if "speedup" in r}
+        table["runtimes"] = rows
         out[n] = table
     return out
 

@@ -21,6 +21,7 @@ from ..method import coordination
 from ..method.pruning import layer_widths
 from ..metrics.macs import count_macs
 from ..metrics.registry import protocol_markdown
+from ..metrics.runtimes import format_rows
 from ..system.optim import resolve_amp
 from .routes import ROUTES
 
@@ -171,6 +172,9 @@ def write_markdown(run: RunDir, report: dict) -> Path:
         for setting, speed in g.get("speedup_vs_macs", {}).items():
             lines.append(f"Speed-up {setting}: measured {_fmt(speed['measured'])}x vs MACs ratio "
                          f"{_fmt(speed['macs_ratio'])}x.")
+        if g.get("latency", {}).get("runtimes"):
+            lines += ["", f"Latency on the deployment runtimes (eval.runtimes, {g['latency']['device']}):", "",
+                      format_rows(g["latency"]["runtimes"]), ""]
         if "onnx" in g:
             lines.append(f"ONNX (opset {g['onnx']['opset']}): max |onnxruntime - eager| = "
                          f"{g['onnx']['max_abs_diff']:.3g}.")
