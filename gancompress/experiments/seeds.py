@@ -15,14 +15,7 @@ import statistics
 from dataclasses import dataclass
 
 from ..errors import RecipeError
-
-#: Metric value keys shown in tables, and whether a larger value is better. Others the registry
-#: reports (kid_std, fid_images) describe a measurement rather than score a generator.
-HIGHER_IS_BETTER: dict[str, bool] = {"miou": True, "psnr": True, "ssim": True, "fid": False, "kid_mean": False}
-
-#: The headline key is the first of these with values: the figure each family's papers lead with
-#: (Cityscapes mIoU for pix2pix when a segmenter is set, FID for the unpaired families, PSNR for SR).
-HEADLINE_ORDER: tuple[str, ...] = ("miou", "fid", "psnr", "ssim", "kid_mean")
+from ..metrics.keys import HEADLINE_ORDER, HIGHER_IS_BETTER  # noqa: F401  (re-exported: their home was here)
 
 RULE = "|mean_a - mean_b| > std_a + std_b (sample standard deviations over the seeds)"
 

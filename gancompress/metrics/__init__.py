@@ -36,6 +36,7 @@ _EXPORTS = {
     "evaldata": ("Baseline", "EvalBatch", "EvalData", "ImageSet", "Reference"),
     "registry": ("METRICS", "evaluate_generators", "get_metric", "protocol_markdown"),
     "weights": ("first_mismatch", "load_tensors", "trust_torchscript"),
+    "keys": ("HEADLINE_ORDER", "HIGHER_IS_BETTER", "headline_key", "worsening"),
     "latency": ("latency_table", "measure_latency"),
     "runtimes": ("RUNTIMES", "format_rows", "get_runtime", "parse_runtimes", "runtime_rows"),
 }

@@ -11,7 +11,8 @@ import subprocess
 
 import torch
 
-from ..seeds import HEADLINE_ORDER, HIGHER_IS_BETTER, spread_or_none
+from ...metrics.keys import HEADLINE_ORDER, HIGHER_IS_BETTER
+from ..seeds import spread_or_none
 from .rows import ROWS
 from .stats import paired_difference
 
