@@ -14,8 +14,7 @@ from gancompress.commands import COMMANDS
 from gancompress.experiments.ablation_variants import VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Commands whose modules another change rewrites (issue 28); their EXAMPLE and --out metavar land there.
-PENDING = {"benchmark", "export"}
+
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -43,23 +42,15 @@ def test_no_help_shows_restructuredtext_marks():
         assert "``" not in text and not re.search(r":[a-z]+:`", text), name
 
 
-@pytest.mark.parametrize("name", sorted(set(COMMANDS) - PENDING))
+@pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_help_ends_with_an_example(name):
     text = subparsers()[name].format_help().rstrip()
     last = text.splitlines()
     assert last[-2] == "example:" and last[-1].strip().startswith(f"gancompress {name} "), last[-3:]
 
 
-@pytest.mark.parametrize("name", sorted(PENDING))
-@pytest.mark.xfail(strict=True, reason="the module (issue 28's) has no EXAMPLE yet")
-def test_every_help_ends_with_an_example_pending(name):
-    test_every_help_ends_with_an_example(name)
-
-
 def test_every_out_option_says_file_or_directory():
     for name, p in subparsers().items():
-        if name in PENDING:
-            continue
         for action in p._actions:
             if "--out" in action.option_strings:
                 assert action.metavar in ("FILE", "DIR"), name

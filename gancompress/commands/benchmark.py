@@ -13,15 +13,12 @@ from pathlib import Path
 
 import argparse
 
-from .common import add_device_arg, positive_int
+from .common import add_device_arg, int_list, positive_int
 
 NAME = "benchmark"
 HELP = "stage-3 it/s and generator latency, fp32 eager vs the fast path, in one run"
-
-
-def _int_list(text: str) -> list[int]:
-    """argparse type: '1,8' -> [1, 8] (each >= 1)."""
-    return [positive_int(t) for t in text.split(",") if t.strip()]
+EXAMPLE = ("gancompress benchmark recipes/pix2pix_cityscapes.yaml --synthetic --runtimes onnxruntime "
+           "--precisions fp32,int8 --batch-sizes 1,8 --out bench.json")
 
 
 def _name_list(text: str) -> list[str]:
@@ -46,7 +43,7 @@ def add_arguments(p) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a recipe key, e.g. --set data.crop_size=128 (repeatable; not with a run folder)")
     p.add_argument("--synthetic", action="store_true", help="random batches of the recipe's shapes")
-    p.add_argument("--batch-sizes", type=_int_list, nargs="+", default=[[1]],
+    p.add_argument("--batch-sizes", type=int_list, nargs="+", default=[[1]],
                    help="batch sizes, '1,8' or '1 8' (stage 3, or the runtimes' table)")
     p.add_argument("--runtimes", type=_name_list, default=None, metavar="NAMES",
                    help="time teacher and student on these runtimes only, e.g. eager,torchscript,onnxruntime,openvino")
@@ -62,7 +59,8 @@ def add_arguments(p) -> None:
                    help="a pruned student generator file (runs/x/student/generator_G.pt) for the "
                         "pruned-vs-uniform comparison; default: prune the recipe's sparse model here")
     add_device_arg(p)
-    p.add_argument("--out", type=Path, default=Path("benchmark.json"), help="JSON file of every figure")
+    p.add_argument("--out", type=Path, default=Path("benchmark.json"), metavar="FILE",
+                   help="JSON file of every figure (default benchmark.json)")
 
 
 def run(args) -> int:

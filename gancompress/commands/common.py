@@ -31,3 +31,8 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def int_list(text: str) -> list[int]:
+    """argparse type: '1,8' -> [1, 8] (each >= 1)."""
+    return [positive_int(t) for t in text.split(",") if t.strip()]
