@@ -264,8 +264,12 @@ class ExportConfig:
     onnx: bool = setting(True, "write the student as ONNX (needs the onnx extra; skipped with a warning "
                          "without it)")
     opset: int = setting(17, "the ONNX opset", lo=17, hi=MAX_OPSET)
-    int8_calibration: int = setting(256, "int8 rows of gancompress benchmark: training inputs the int8 activation "
-                                    "ranges are calibrated on, a strided sample of data.train_split", lo=1)
+    int8_calibration: int = setting(256, "gancompress export RUN_DIR --int8 and benchmark's int8 rows: training "
+                                    "inputs the int8 activation ranges are calibrated on, a strided sample of "
+                                    "data.train_split", lo=1)
+    int8_tolerance: float = setting(0.02, "gancompress export RUN_DIR --int8 refuses an int8 student whose headline "
+                                    "metric is worse than the fp32 ONNX student's by more than this fraction "
+                                    "(0.02: 2 %)", lo=0.0, hi=1.0)
 
 
 @dataclass(frozen=True)

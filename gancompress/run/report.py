@@ -143,6 +143,19 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _int8_lines(entry: dict) -> list[str]:
+    """report.md's account of ``gancompress export RUN_DIR --int8`` for one generator."""
+    v = entry["verdict"]
+    if v["key"] is None:
+        verdict = "not written: no task metric was measured to check it against"
+    else:
+        verdict = (f"{v['key']} {_fmt(v['int8'])} against fp32 ONNX {_fmt(v['fp32'])} ({v['worse_by']:+.1%} worse; "
+                   f"tolerance {v['tolerance']:.1%}): " + (f"written to {entry['file']}" if v["accepted"] else
+                                                           "refused, not written"))
+    return ["", f"int8 student (ONNX Runtime, static, per-channel): {verdict}.", "",
+            format_rows(entry["latency"]), ""]
+
+
 def write_markdown(run: RunDir, report: dict) -> Path:
     """report.md: teacher vs student table per generator, sample grid and training plots."""
     lines = [f"# {report['recipe']} ({report['family']})", ""]
@@ -175,6 +188,8 @@ def write_markdown(run: RunDir, report: dict) -> Path:
         if g.get("latency", {}).get("runtimes"):
             lines += ["", f"Latency on the deployment runtimes (eval.runtimes, {g['latency']['device']}):", "",
                       format_rows(g["latency"]["runtimes"]), ""]
+        if "int8" in g:
+            lines += _int8_lines(g["int8"])
         if "onnx" in g:
             lines.append(f"ONNX (opset {g['onnx']['opset']}): max |onnxruntime - eager| = "
                          f"{g['onnx']['max_abs_diff']:.3g}.")
