@@ -35,12 +35,12 @@ def test_verdict_accepts_within_and_refuses_beyond_the_tolerance():
 @pytest.fixture
 def run_folder(tmp_path, tiny_recipe):
     """A finished run's files as export --int8 reads them: recipe.yaml, teacher/ and student/."""
+    import yaml
+
     from gancompress.config import recipe_to_dict
     from gancompress.export.generator import save_generator
     from gancompress.families import get_family
     from gancompress.files.rundir import RunDir
-
-    import yaml
 
     run = RunDir(tmp_path / "run")
     run.root.mkdir()
