@@ -58,4 +58,12 @@ def test_benchmark_command_writes_rows(tmp_path, capsys):
     assert {(r["runtime"], r["batch"]) for r in rows} == {(rt, b) for rt in ("eager", "onnxruntime") for b in (1, 2)}
     assert all(ROW_FIELDS <= set(r) for r in rows)
     assert result["macs_ratio"] > 1 and result["resolution"] == [64, 64]
-    assert "| onnxruntime | fp32 | 1 |" in capsys.readouterr().out
+    # the uniform net of nearest MACs is timed in every setting, and compared with the student's
+    assert {r["model"] for r in rows} == {"teacher", "student", "uniform"}
+    assert abs(result["gmacs"]["uniform"] / result["gmacs"]["student"] - 1) < 0.5
+    assert set(result["student_vs_uniform"]) == {f"{rt}_fp32_b{b}" for rt in ("eager", "onnxruntime") for b in (1, 2)}
+    med = {(r["model"], r["runtime"], r["batch"]): r["median_ms"] for r in rows}
+    assert result["student_vs_uniform"]["onnxruntime_fp32_b2"] == pytest.approx(
+        med[("student", "onnxruntime", 2)] / med[("uniform", "onnxruntime", 2)])
+    text = capsys.readouterr().out
+    assert "| onnxruntime | fp32 | 1 |" in text and "uniform net of nearest MACs" in text

@@ -104,6 +104,10 @@ def _runtimes(args, batch_sizes: list[int]) -> int:
     print(f"{result['recipe']} {result['generator']} at {'x'.join(map(str, result['resolution']))}: teacher "
           f"{result['gmacs']['teacher']:.4g} GMACs, student {result['gmacs']['student']:.4g} GMACs ({result['student']})")
     print(format_rows(result["rows"]))
+    if result.get("student_vs_uniform"):
+        print(f"student against the uniform net of nearest MACs (ngf {result['uniform_ngf']}, "
+              f"{result['gmacs']['uniform']:.4g} GMACs), student ms / uniform ms: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in result["student_vs_uniform"].items()))
     atomic_write_text(args.out, json.dumps(result, indent=2))
     print(f"figures: {args.out}")
     return 0
