@@ -219,3 +219,21 @@ def test_one_teacher_shared_stages_every_row_on_the_same_seeds_json_and_resume(t
     run_baselines(str(recipe), [], out_dir=tmp_path / "bl2", device="cpu", results_dir=results, rows=["gcc"],
                   seeds=1)
     assert "teacher" not in trained and trained.count("sparse") == 1
+
+
+def test_resume_takes_a_key_added_since_the_run_started_at_its_default(tiny_recipe, tmp_path):
+    """A run folder written before a key existed resumes; a setting that really changed does not."""
+    from dataclasses import replace
+
+    from gancompress.config import recipe_to_dict
+    from gancompress.errors import RecipeError
+    from gancompress.experiments.baselines import _check_folder
+
+    old = recipe_to_dict(tiny_recipe)
+    del old["eval"]["runtime_max_time"]  # as a recipe.yaml of an older version holds it
+    folder = tmp_path / "b"
+    folder.mkdir()
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(old))
+    _check_folder(folder, tiny_recipe, resume=True)
+    with pytest.raises(RecipeError, match="seed changed"):
+        _check_folder(folder, replace(tiny_recipe, seed=5), resume=True)

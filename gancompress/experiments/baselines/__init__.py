@@ -53,6 +53,15 @@ from .rows import RUN_ORDER, latency_protocol, measure_latencies, resolve_rows, 
 from .teacher import evaluate_teacher
 
 
+def _stored_settings(stored: Path) -> dict:
+    """The settings of a run folder's recipe.yaml as this version resolves them: a key added since
+    the run started takes its default, as it would have then, so it does not count as a change."""
+    try:
+        return recipe_to_dict(load_recipe(stored))
+    except RecipeError:  # a key this version no longer knows: compare the file as written
+        return yaml.safe_load(stored.read_text())  # our own file, written by dump_recipe
+
+
 def _check_folder(folder: Path, recipe, resume: bool) -> None:
     """Refuse a folder that holds another run; on --resume, refuse a changed recipe."""
     stored = folder / "recipe.yaml"
@@ -60,8 +69,7 @@ def _check_folder(folder: Path, recipe, resume: bool) -> None:
         raise RecipeError(f"{folder}: already holds a baselines run; pass --resume to continue it, or --out to "
                           "start elsewhere")
     if stored.exists():
-        old = yaml.safe_load(stored.read_text())  # our own file, written by dump_recipe
-        changes = recipe_changes(old, recipe_to_dict(recipe))
+        changes = recipe_changes(_stored_settings(stored), recipe_to_dict(recipe))
         if changes:
             k, (a, b) = next(iter(changes.items()))
             raise RecipeError(f"--resume: {k} changed ({a!r} -> {b!r}) since {folder} was started; resume with the "
