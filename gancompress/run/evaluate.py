@@ -69,14 +69,24 @@ def latency(family, teacher, student, recipe, device: torch.device) -> dict:
     return out
 
 
+def open_run(run_dir: str | Path | RunDir, command: str) -> tuple:
+    """``(RunDir, its recipe, its family)`` of a run folder; ``command`` names who asks in the
+    one-line error for a folder without recipe.yaml."""
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    if not run.recipe.is_file():
+        raise GanCompressError(f"{command}: {run.root} is not a run folder (no recipe.yaml); give the folder "
+                               f"gancompress compress wrote, e.g. runs/demo_pix2pix")
+    recipe = load_recipe(run.recipe)
+    return run, recipe, get_family(recipe.family)(recipe)
+
+
 def evaluate_run(run_dir: str | Path | RunDir, device: str | None = None) -> dict:
     """Fill the metric and latency fields of ``report.json`` and write ``report.md``."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     if not run.report_json.is_file():
         raise GanCompressError(f"{run}: no report.json; finish the run first with "
                                f"gancompress compress RECIPE --run-dir {run} --resume")
-    recipe = load_recipe(run.recipe)
-    family = get_family(recipe.family)(recipe)
+    run, recipe, family = open_run(run, "evaluate")
     dev = pick_device(device)
     report = read_report(run)
     teacher = _load_role(run, "teacher", family.generator_names)

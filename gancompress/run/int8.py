@@ -24,14 +24,13 @@ import torch
 from ..errors import GanCompressError
 from ..export.generator import load_generator
 from ..export.int8 import OnnxFiles, OnnxGenerator, calibration_inputs
-from ..families import get_family
-from ..families.recipe import load_recipe
 from ..files.atomic import atomic_write, atomic_write_json
 from ..files.rundir import RunDir
 from ..metrics.keys import headline_key, worsening
 from ..metrics.macs import count_macs
 from ..metrics.registry import evaluate_generators
 from ..metrics.runtimes import runtime_rows
+from .evaluate import open_run
 from .report import read_report, write_markdown
 
 log = logging.getLogger(__name__)
@@ -85,12 +84,7 @@ def export_int8(run_dir: str | Path | RunDir, tolerance: float | None = None, ba
     Raises:
         GanCompressError: a generator file is missing, or a verdict refuses (after the record is written).
     """
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    if not run.recipe.is_file():
-        raise GanCompressError(f"export --int8: {run.root} is not a run folder (no recipe.yaml); give the folder "
-                               f"gancompress compress wrote, e.g. runs/demo_pix2pix")
-    recipe = load_recipe(run.recipe)
-    family = get_family(recipe.family)(recipe)
+    run, recipe, family = open_run(run_dir, "export --int8")
     names = tuple(family.generator_names)
     tol = recipe.export.int8_tolerance if tolerance is None else tolerance
     cpu = torch.device("cpu")
