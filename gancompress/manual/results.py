@@ -126,8 +126,10 @@ def index_part(folder: Path, link_prefix: str) -> str:
         link = f"[{name}]({link_prefix}{name}.md)"
         if found == "baselines":
             s = data["settings"]
-            items.append(f"- {link}: `gancompress baselines` on `{s['recipe']}` ({data['family']}), seeds "
-                         f"{', '.join(map(str, data['seeds']))}, {data['date']}.")
+            start = "inherited" if s.get("inherit_weights") else "re-initialised"
+            items.append(f"- {link}: `{s.get('command') or 'gancompress baselines ' + s['recipe']}` "
+                         f"({data['family']}, students {start}), seeds {', '.join(map(str, data['seeds']))}, "
+                         f"{data['date']}.")
         else:
             items.append(f"- {link}: one run of `{data['recipe']}` ({data['family']}), teacher against student.")
     return "\n".join(items) if items else "No results are committed yet."
