@@ -37,7 +37,7 @@ _EXPORTS = {
     "registry": ("METRICS", "evaluate_generators", "get_metric", "protocol_markdown"),
     "weights": ("first_mismatch", "load_tensors", "trust_torchscript"),
     "latency": ("latency_table", "measure_latency"),
-    "runtimes": ("RUNTIMES", "format_rows", "get_runtime", "parse_runtimes", "runtime_rows"),
+    "runtimes": ("RUNTIMES", "format_rows", "get_runtime", "parse_runtimes", "runtime_rows", "time_runtime"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
