@@ -108,9 +108,10 @@ class PruneConfig:
     ``tolerance``: timings carry a few per cent of noise, which a 2 % band would mistake for a miss.
     """
 
-    budget: Budget | dict[str, Budget] = setting(Budget("ratio", 0.5), "the student's MACs (complete count): "
-                                                 "GMACs (3.0), a share of the teacher's ('25%'), a latency target "
-                                                 "('6ms@onnxruntime:b1'), or one per generator ({AtoB: 2.4, BtoA: 2.7})")
+    budget: Budget | dict[str, Budget] = setting(Budget("ratio", 0.5), "how small the student must be: GMACs "
+                                                 "(3.0, complete count), a share of the teacher's MACs ('25%'), a "
+                                                 "latency target ('6ms@onnxruntime:b1': ms on a runtime at a batch), "
+                                                 "or one per generator ({AtoB: 2.4, BtoA: 2.7})")
     tolerance: float = setting(0.02, "accepted relative distance of the pruned MACs from the budget",
                                lo=0, hi=1, lo_open=True)
     latency_tolerance: float = setting(0.1, "accepted relative distance of the pruned generator's measured latency "
