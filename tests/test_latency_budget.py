@@ -136,7 +136,7 @@ def test_target_faster_than_the_smallest_net_is_refused_with_its_latency():
 
 def test_target_the_unpruned_model_meets_is_refused():
     measure, calls = fake_latency(noise=0.0)
-    with pytest.raises(BudgetError, match="already runs in 10.5 ms.*nothing to prune"):
+    with pytest.raises(BudgetError, match="already runs in 10.5 ms, no slower than the target 20 ms.*nothing to prune"):
         search_latency(measure, total=TOTAL, target_ms=20.0, tolerance=0.1)
     assert list(calls) == [0]
 
@@ -200,5 +200,5 @@ def test_report_says_the_latency_budget_and_old_reports_still_read():
     new = {**old, "latency_budget": {"target_ms": 6.0, "runtime": "onnxruntime", "batch": 1, "tolerance": 0.1,
                                      "device": "cpu", "threads": 2, "measured_ms": 5.8, "macs": 0.0075}}
     line = budget_line(new)
-    assert line.startswith("Latency budget 6 ms on onnxruntime at batch 1 (tolerance 10%, cpu, 2 threads)")
+    assert line.startswith("Latency budget 6 ms on onnxruntime at batch 1 (tolerance 10%, cpu, torch threads 2)")
     assert "measured 5.8 ms at 0.0075 GMACs" in line

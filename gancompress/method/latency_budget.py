@@ -68,8 +68,9 @@ def search_latency(measure: Callable[[int], float], *, total: int, target_ms: fl
     where = f" {what}" if what else ""
     full = ms(0)
     if full <= hi_ok:
-        raise BudgetError(f"prune.budget: the unpruned model already runs in {full:.3g} ms{where}, within the "
-                          f"target {target_ms:g} ms: nothing to prune; lower the target or give a MACs budget")
+        raise BudgetError(f"prune.budget: the unpruned model already runs in {full:.3g} ms{where}, no slower than "
+                          f"the target {target_ms:g} ms + {tolerance:.0%}: nothing to prune; lower the target or give "
+                          "a MACs budget")
     floor = ms(total)
     if floor > hi_ok:
         raise BudgetError(f"prune.budget: the target {target_ms:g} ms{where} is faster than the smallest prunable "

@@ -203,7 +203,7 @@ def budget_line(g: dict) -> str:
     if not lat:
         return f"Budget {_fmt(g['budget'])} GMACs (tolerance {g['budget_tolerance']:.0%})"
     return (f"Latency budget {lat['target_ms']:g} ms on {lat['runtime']} at batch {lat['batch']} (tolerance "
-            f"{lat['tolerance']:.0%}, {lat['device']}, {lat['threads']} threads): the pruned net measured "
+            f"{lat['tolerance']:.0%}, {lat['device']}, torch threads {lat['threads']}): the pruned net measured "
             f"{lat['measured_ms']:.3g} ms at {_fmt(lat['macs'])} GMACs in stage 2")
 
 
