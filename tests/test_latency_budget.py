@@ -163,10 +163,10 @@ def demo64(tmp_path_factory):
 
 
 def test_demo_recipe_pruned_to_a_latency_budget_records_what_it_measured(demo64, tmp_path):
-    from gancompress.run.latency_budget import dry_run_lines
     from gancompress.families import get_family
     from gancompress.files.checkpoint import safe_load
     from gancompress.files.rundir import RunDir
+    from gancompress.run.latency_budget import dry_run_lines
     from gancompress.run.pipeline import compress
 
     sets = [f"data.root={demo64}", "sparse.epochs=1", "eval.segmenter=", "prune.latency_max_time=0.05"]
