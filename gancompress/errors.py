@@ -18,7 +18,7 @@ class DataError(GanCompressError):
 
 
 class BudgetError(GanCompressError):
-    """The pruning search cannot reach the MACs budget within its tolerance."""
+    """The pruning search cannot reach the MACs or latency budget within its tolerance."""
 
 
 class CheckpointError(GanCompressError):

@@ -98,18 +98,26 @@ class SparseConfig:
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """Stage 2: prune to a MACs budget (METHOD 1.2).
+    """Stage 2: prune to a MACs or latency budget (METHOD 1.2).
 
     ``budget`` is a number of GMACs (``3.0``), a ratio of the teacher's MACs written as a
-    percentage string (``"25%"``), or a mapping from generator name to either, for families with
-    several generators (``{AtoB: 2.4, BtoA: 2.7}``).
+    percentage string (``"25%"``), a latency target (``"6ms@onnxruntime:b1"``: the pruned
+    generator's median latency on that runtime at that batch, measured on this machine), or a
+    mapping from generator name to any of these, for families with several generators
+    (``{AtoB: 2.4, BtoA: 2.7}``). A latency budget is met within ``latency_tolerance``, not
+    ``tolerance``: timings carry a few per cent of noise, which a 2 % band would mistake for a miss.
     """
 
-    budget: Budget | dict[str, Budget] = setting(Budget("ratio", 0.5), "the student's MACs (complete count): "
-                                                 "GMACs (3.0), a share of the teacher's ('25%'), or one per "
-                                                 "generator ({AtoB: 2.4, BtoA: 2.7})")
+    budget: Budget | dict[str, Budget] = setting(Budget("ratio", 0.5), "how small the student must be: GMACs "
+                                                 "(3.0, complete count), a share of the teacher's MACs ('25%'), a "
+                                                 "latency target ('6ms@onnxruntime:b1': ms on a runtime at a batch), "
+                                                 "or one per generator ({AtoB: 2.4, BtoA: 2.7})")
     tolerance: float = setting(0.02, "accepted relative distance of the pruned MACs from the budget",
                                lo=0, hi=1, lo_open=True)
+    latency_tolerance: float = setting(0.1, "accepted relative distance of the pruned generator's measured latency "
+                                       "from a latency budget", lo=0, hi=1, lo_open=True)
+    latency_max_time: float = setting(0.5, "seconds one latency measurement of a candidate may take at most "
+                                      "(it stops earlier once stable)", lo=0, hi=60, lo_open=True)
     round_to: int = setting(1, "keep every pruned width a multiple of this (8 suits tensor cores)", lo=1)
     inherit_weights: bool = setting(False, "start the student from the pruned weights (GCC re-initialises it)")
 

@@ -47,7 +47,7 @@ def _type(tp: Any) -> str:
     if tp is Any:
         return "section"
     if tp is Budget:
-        return "GMACs or `'N%'`"
+        return "GMACs, `'N%'` or `'Xms@RUNTIME:bN'`"
     if hasattr(tp, "from_raw"):
         return getattr(tp, "DESCRIPTION", tp.__name__)
     if origin is Literal:

@@ -3,7 +3,8 @@
 - :mod:`.losses`: GAN losses, Gram matrices, content and texture distances;
 - :mod:`.sparsity`: stage 1's L1 penalty on norm scales or conv weights;
 - :mod:`.pruning`: channel importance, the global-threshold budget search and physical pruning
-  with torch-pruning; :mod:`.layer_pruners`: torch-pruning pruners for our custom layers;
+  with torch-pruning; :mod:`.latency_budget`: the same search by measured latency;
+  :mod:`.layer_pruners`: torch-pruning pruners for our custom layers;
 - :mod:`.taps`: feature taps and the 1x1 adapters of the distillation terms;
 - :mod:`.coordination`: the gap, the EMA target and the alpha objective;
 - :mod:`.discriminators`: the student discriminator's modes (selective, DMD, GLeaD), by registry;

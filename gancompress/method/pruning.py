@@ -196,6 +196,64 @@ def apply_plan(model: nn.Module, example: torch.Tensor, groups: list[_Group], pl
     return work
 
 
+class Candidates:
+    """The pruned generators one global threshold can make: candidate ``k`` removes the ``k``
+    lowest-scored channels of ``model`` (0 <= k <= :attr:`total`), with ``round_to`` applied.
+
+    Channels are scored once, on ``model``; each candidate is built on demand as a pruned deep
+    copy. Candidates that round to the same widths share one :meth:`key`, so a search can
+    measure each width vector once.
+    """
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, *, method: str, round_to: int = 1,
+                 custom_pruners: dict | None = None):
+        self.model, self.example = model.eval(), example
+        self.round_to, self.custom_pruners = round_to, custom_pruners
+        self.groups = score_groups(self.model, example, method, custom_pruners)
+        if not self.groups:
+            raise BudgetError(f"no prunable channel group found for sparse.method '{method}' (slimming needs "
+                              "norm layers with scales; try sparse.method: l1)")
+        self.offsets = [0]
+        for g in self.groups:
+            self.offsets.append(self.offsets[-1] + g.width)
+        flat = torch.cat([g.scores for g in self.groups])
+        self.order = torch.argsort(flat, stable=True)
+        self.total = flat.numel()
+
+    def plan(self, k: int) -> dict[int, list[int]]:
+        return _removal_plan(self.groups, k, self.order, self.offsets, self.round_to)
+
+    def key(self, k: int) -> tuple:
+        """The kept width of every group at candidate ``k``: equal keys, equal architectures."""
+        plan = self.plan(k)
+        return tuple(g.width - len(plan.get(i, ())) for i, g in enumerate(self.groups))
+
+    def build(self, k: int) -> nn.Module:
+        return apply_plan(self.model, self.example, self.groups, self.plan(k), self.custom_pruners)
+
+    def removed(self, k: int) -> int:
+        return sum(len(v) for v in self.plan(k).values())
+
+
+def bisect_count(value: Callable[[int], float], lo: int, hi: int, threshold: float,
+                 accept: Callable[[float], bool] | None = None) -> int:
+    """The smallest removal count in (lo, hi] whose ``value`` is at most ``threshold``, by bisection.
+
+    ``value`` falls as more channels go; the caller knows ``value(lo) > threshold >= value(hi)``.
+    With ``accept``, the search stops at the first count whose value it accepts.
+    """
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        v = value(mid)
+        if accept is not None and accept(v):
+            return mid
+        if v > threshold:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 @dataclass(frozen=True)
 class PruneResult:
     model: nn.Module
@@ -204,6 +262,23 @@ class PruneResult:
     removed: int            # channels removed in all
     total: int              # prunable channels before pruning
     evaluations: int
+    latency_ms: float | None = None  # measured latency of the result, for a latency budget
+
+
+def macs_counter(candidates: Candidates, macs_fn: Callable[[nn.Module, torch.Tensor], int] | None = None
+                 ) -> Callable[[int], int]:
+    """``k -> MACs`` of candidate ``k`` (complete count unless ``macs_fn``), counted once per width vector."""
+    macs_fn = macs_fn or (lambda m, x: count_macs(m, x).complete)
+    cache: dict[tuple, int] = {}
+
+    def macs(k: int) -> int:
+        key = candidates.key(k)
+        if key not in cache:
+            cache[key] = int(macs_fn(candidates.build(k), candidates.example))
+        return cache[key]
+
+    macs.cache = cache
+    return macs
 
 
 def prune_to_budget(model: nn.Module, example: torch.Tensor, *, method: str, budget_macs: int,
@@ -224,46 +299,21 @@ def prune_to_budget(model: nn.Module, example: torch.Tensor, *, method: str, bud
     Raises:
         BudgetError: the budget cannot be reached within tolerance; says the nearest MACs.
     """
-    macs_fn = macs_fn or (lambda m, x: count_macs(m, x).complete)
-    model = model.eval()
-    groups = score_groups(model, example, method, custom_pruners)
-    if not groups:
-        raise BudgetError(f"no prunable channel group found for sparse.method '{method}' (slimming needs "
-                          "norm layers with scales; try sparse.method: l1)")
-    offsets = [0]
-    for g in groups:
-        offsets.append(offsets[-1] + g.width)
-    flat = torch.cat([g.scores for g in groups])
-    order = torch.argsort(flat, stable=True)
-    total = flat.numel()
+    cands = Candidates(model, example, method=method, round_to=round_to, custom_pruners=custom_pruners)
+    evaluate = macs_counter(cands, macs_fn)
+    total = cands.total
     lo_ok, hi_ok = budget_macs * (1 - tolerance), budget_macs * (1 + tolerance)
-    cache: dict[int, tuple[int, nn.Module | None]] = {}
-
-    def evaluate(k: int) -> int:
-        if k not in cache:
-            pruned = apply_plan(model, example, groups, _removal_plan(groups, k, order, offsets, round_to),
-                                custom_pruners)
-            cache[k] = (int(macs_fn(pruned, example)), pruned)
-        return cache[k][0]
-
     full = evaluate(0)
     if full <= hi_ok:
         if full < lo_ok:
             raise BudgetError(f"the budget {budget_macs / 1e9:.4g} GMACs is above the model's own "
                               f"{full / 1e9:.4g} GMACs: raise prune.budget's denominator or lower the budget")
-        return PruneResult(cache[0][1], full, budget_macs, 0, total, 1)
+        return PruneResult(cands.build(0), full, budget_macs, 0, total, 1)
     floor = evaluate(total)
     if floor > hi_ok:
         raise BudgetError(f"prune.budget {budget_macs / 1e9:.4g} GMACs is below the smallest reachable "
                           f"{floor / 1e9:.4g} GMACs (one channel kept per layer): raise prune.budget")
-    lo, hi = 0, total  # invariant: macs(lo) > hi_ok >= macs(hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if evaluate(mid) > hi_ok:
-            lo = mid
-        else:
-            hi = mid
-    best = hi
+    best = bisect_count(evaluate, 0, total, hi_ok)
     if evaluate(best) < lo_ok:
         # MACs need not fall smoothly with k (rounding, coupled groups): look around the boundary.
         for k in range(max(0, best - 8), min(total, best + 8) + 1):
@@ -271,14 +321,14 @@ def prune_to_budget(model: nn.Module, example: torch.Tensor, *, method: str, bud
                 best = k
     macs = evaluate(best)
     if not lo_ok <= macs <= hi_ok:
-        nearest = min((v for v, _ in cache.values()), key=lambda v: abs(v - budget_macs))
+        nearest = min(evaluate.cache.values(), key=lambda v: abs(v - budget_macs))
         raise BudgetError(
             f"cannot reach {budget_macs / 1e9:.4g} GMACs within {tolerance:.1%}: the nearest reachable is "
             f"{nearest / 1e9:.4g} GMACs; raise prune.tolerance or lower prune.round_to")
-    removed = sum(len(v) for v in _removal_plan(groups, best, order, offsets, round_to).values())
+    removed = cands.removed(best)
     log.info("pruned %d of %d channels: %.4g -> %.4g GMACs (budget %.4g, %d evaluations)",
-             removed, total, full / 1e9, macs / 1e9, budget_macs / 1e9, len(cache))
-    return PruneResult(cache[best][1], macs, budget_macs, removed, total, len(cache))
+             removed, total, full / 1e9, macs / 1e9, budget_macs / 1e9, len(evaluate.cache))
+    return PruneResult(cands.build(best), macs, budget_macs, removed, total, len(evaluate.cache))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ _EXPORTS = {
     "weights": ("first_mismatch", "load_tensors", "trust_torchscript"),
     "keys": ("HEADLINE_ORDER", "HIGHER_IS_BETTER", "headline_key", "worsening"),
     "latency": ("latency_table", "measure_latency"),
-    "runtimes": ("RUNTIMES", "format_rows", "get_runtime", "parse_runtimes", "runtime_rows"),
+    "runtimes": ("RUNTIMES", "format_rows", "get_runtime", "parse_runtimes", "runtime_rows", "time_runtime"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -140,6 +140,25 @@ def time_callable(fn: Callable, x, *, threads: int, max_time: float) -> dict:
     return {"median_ms": m.median * 1e3, "iqr_ms": m.iqr * 1e3, "runs": len(m.raw_times) * m.number_per_run}
 
 
+def time_runtime(name: str, model: torch.nn.Module, example: torch.Tensor, *, onnx_file=None, threads: int,
+                 max_time: float, device="cpu") -> dict:
+    """One measurement of ``model`` on runtime ``name`` at ``example``'s shape (see :func:`time_callable`).
+
+    Args:
+        name: a key of :data:`RUNTIMES` (installed; a one-line error otherwise).
+        model: the generator as shipped, in eval mode.
+        example: (N, ...) input; its batch size is the one timed.
+        onnx_file: the model's ONNX file, for the runtimes that need one.
+        threads, max_time: as :func:`time_callable`.
+        device: where the torch runtimes run; the ONNX runtimes run on the CPU.
+
+    Returns:
+        ``{"median_ms", "iqr_ms", "runs"}``.
+    """
+    fn, x = get_runtime(name).prepare(model, example, onnx_file, threads, torch.device(device))
+    return time_callable(fn, x, threads=threads, max_time=max_time)
+
+
 def runtime_rows(models: dict[str, torch.nn.Module], example_fn: Callable[[int], torch.Tensor], *,
                  runtimes, batches=(1,), precisions=("fp32",), threads: int | None = None, max_time: float = 1.0,
                  device="cpu", onnx_of: Callable | None = None, macs: dict[str, int] | None = None) -> list[dict]:
@@ -176,7 +195,8 @@ def runtime_rows(models: dict[str, torch.nn.Module], example_fn: Callable[[int],
                 for b in batches:
                     row = {"model": role, "runtime": rt_name, "precision": precision, "batch": b, "threads": threads}
                     try:
-                        fn, x = runtime.prepare(model, example_fn(b), onnx_file, threads, torch.device(device))
+                        row.update(time_runtime(rt_name, model, example_fn(b), onnx_file=onnx_file, threads=threads,
+                                                max_time=max_time, device=device))
                     except (RuntimeError, torch.jit.Error) as e:
                         if rt_name != "torchscript":
                             raise
@@ -184,7 +204,6 @@ def runtime_rows(models: dict[str, torch.nn.Module], example_fn: Callable[[int],
                         log.warning("%s: TorchScript tracing failed (%s)", role, e)
                         rows.append({**row, "error": str(e).splitlines()[0]})
                         continue
-                    row.update(time_callable(fn, x, threads=threads, max_time=max_time))
                     log.info("%s %s %s b%d: %.3f ms (IQR %.3f)", role, rt_name, precision, b, row["median_ms"],
                              row["iqr_ms"])
                     rows.append(row)

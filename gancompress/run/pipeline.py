@@ -34,6 +34,7 @@ from ..metrics.macs import count_macs
 from ..system import distributed
 from ..system.devices import pick_device, seed_everything
 from ..system.finite import check_finite, reset_running_stats
+from . import latency_budget
 from .evaluate import evaluate_run
 from .preflight import preflight
 from .record import prepare_run_dir, stage_done
@@ -53,21 +54,26 @@ def teacher_macs(family: Family, name: str):
     return count_macs(g, family.example_input(name, 1))
 
 
-def describe(recipe: Recipe) -> str:
-    """The dry-run text: resolved recipe, teacher MACs and params, and the budget of each generator."""
+def describe(recipe: Recipe, device: str | None = None) -> str:
+    """The dry-run text: resolved recipe, teacher MACs and params, and the budget of each generator
+    (a latency budget: the untrained teacher's and the smallest net's latency, timed on ``device``)."""
     family = get_family(recipe.family)(recipe)
     lines = (["# resolved recipe", dump_recipe(recipe).rstrip(), ""] + route_lines(family, recipe)
              + discriminator_lines(recipe) + [""])
     for name in family.generator_names:
         m = teacher_macs(family, name)
-        budget = recipe.prune.budget_for(name).macs(m.complete)
         shape = tuple(family.example_input(name, 1).shape)
         lines.append(f"teacher {name} (ngf {recipe.model.ngf_teacher}) at input {shape}: "
                      f"{m.thop / 1e9:.4g} GMACs (thop), {m.complete / 1e9:.4g} GMACs complete, "
                      f"{m.params / 1e6:.4g} M params")
         if m.missed:
             lines.append("  missed by thop: " + ", ".join(f"{k} {v / 1e9:.4g} G" for k, v in m.missed.items()))
-        lines.append(f"budget {name}: {budget / 1e9:.4g} GMACs ({budget / m.complete:.1%} of the teacher, "
+        budget = recipe.prune.budget_for(name)
+        if budget.is_latency:
+            lines += latency_budget.dry_run_lines(family, recipe, name, budget, pick_device(device))
+            continue
+        macs = budget.macs(m.complete)
+        lines.append(f"budget {name}: {macs / 1e9:.4g} GMACs ({macs / m.complete:.1%} of the teacher, "
                      f"tolerance {recipe.prune.tolerance:.0%})")
     return "\n".join(lines)
 
@@ -137,45 +143,56 @@ def run_sparse(family: Family, recipe: Recipe, run: RunDir, device: torch.device
     return state
 
 
-def run_prune(family: Family, recipe: Recipe, run: RunDir, sparse_state: dict) -> dict[str, dict]:
+def run_prune(family: Family, recipe: Recipe, run: RunDir, sparse_state: dict,
+              device: torch.device | str = "cpu") -> dict[str, dict]:
     """Stage 2; returns {name: {"arch", "state_dict", "macs", "budget", ...}}.
 
     Pruning runs once, on rank 0; the other ranks read its result from ``pruned/pruned.pt``.
+    ``device`` is where a latency budget on eager PyTorch or TorchScript is timed.
     """
     out = run.pruned
     if stage_done(out):
         log.info("stage 'prune' already done (%s)", out)
         return safe_load(out)
-    result = distributed.on_main(_prune, family, recipe, sparse_state, out)
+    result = distributed.on_main(_prune, family, recipe, sparse_state, out, device)
     return result if distributed.rank() == 0 else safe_load(out)
 
 
-def _prune(family: Family, recipe: Recipe, sparse_state: dict, out: Path) -> dict[str, dict]:
+def _prune(family: Family, recipe: Recipe, sparse_state: dict, out: Path, device) -> dict[str, dict]:
     ngf = recipe.model.ngf_student
     sparse = nn.ModuleDict({n: family.build_generator(n, ngf) for n in family.generator_names})
     sparse.load_state_dict(sparse_state["gens"])
-    result = {name: prune_generator(family, recipe, name, sparse[name]) for name in family.generator_names}
+    result = {name: prune_generator(family, recipe, name, sparse[name], device) for name in family.generator_names}
     atomic_save(result, out)
     return result
 
 
-def prune_generator(family: Family, recipe: Recipe, name: str, sparse: nn.Module) -> dict:
+def prune_generator(family: Family, recipe: Recipe, name: str, sparse: nn.Module,
+                    device: torch.device | str = "cpu") -> dict:
     """Prune the sparse generator ``name`` (width ``ngf_student``) to its budget.
 
     Returns its entry of ``pruned/pruned.pt``: {"arch", "state_dict", "macs", "budget", "removed",
-    "channels", "widths"}; :func:`pruned_generator` rebuilds the module from it.
+    "channels", "widths"}, and for a latency budget "latency" (:func:`latency_budget.latency_record`:
+    target and measured ms, runtime, batch, MACs), where "budget" holds the MACs the target came to;
+    :func:`pruned_generator` rebuilds the module from it.
     """
     g = sparse.eval()
-    example = family.example_input(name, 1)
-    budget = recipe.prune.budget_for(name).macs(teacher_macs(family, name).complete)
+    budget = recipe.prune.budget_for(name)
     token = family.before_pruning(g)
-    pruned = prune_to_budget(g, example, method=recipe.sparse.method, budget_macs=budget,
-                             tolerance=recipe.prune.tolerance, round_to=recipe.prune.round_to,
-                             custom_pruners=family.custom_pruners())
+    if budget.is_latency:
+        pruned = latency_budget.prune_to_latency_budget(family, recipe, name, g, budget, device)
+    else:
+        pruned = prune_to_budget(g, family.example_input(name, 1), method=recipe.sparse.method,
+                                 budget_macs=budget.macs(teacher_macs(family, name).complete),
+                                 tolerance=recipe.prune.tolerance, round_to=recipe.prune.round_to,
+                                 custom_pruners=family.custom_pruners())
     family.after_pruning(pruned.model, token)
-    return {"arch": architecture_record(pruned.model), "state_dict": pruned.model.state_dict(),
-            "macs": pruned.macs, "budget": budget, "removed": pruned.removed,
-            "channels": pruned.total, "widths": layer_widths(pruned.model)}
+    entry = {"arch": architecture_record(pruned.model), "state_dict": pruned.model.state_dict(),
+             "macs": pruned.macs, "budget": pruned.budget, "removed": pruned.removed,
+             "channels": pruned.total, "widths": layer_widths(pruned.model)}
+    if budget.is_latency:
+        entry["latency"] = latency_budget.latency_record(budget, recipe, pruned, device)
+    return entry
 
 
 def pruned_generator(family: Family, recipe: Recipe, name: str, entry: dict, inherit: bool) -> nn.Module:
@@ -320,9 +337,10 @@ def _run_stages(family: Family, recipe: Recipe, run: RunDir, dev: torch.device, 
     sparse_state = run_sparse(family, recipe, run, dev, resume)
     if until == "sparse":
         return {"stage": "sparse", "path": str(run.sparse)}
-    pruned = run_prune(family, recipe, run, sparse_state)
+    pruned = run_prune(family, recipe, run, sparse_state, dev)
     if until == "prune":
-        return {"stage": "prune", "generators": {n: {"macs": e["macs"] / 1e9, "budget": e["budget"] / 1e9}
+        return {"stage": "prune", "generators": {n: {"macs": e["macs"] / 1e9, "budget": e["budget"] / 1e9,
+                                                     **({"latency": e["latency"]} if "latency" in e else {})}
                                                  for n, e in pruned.items()}}
     run_distill(family, recipe, run, dev, resume, sparse_state, pruned)
     if until == "distill":

@@ -22,6 +22,7 @@ from ..metrics.macs import count_macs
 from ..system import distributed
 from ..system.optim import resolve_amp
 from ..system.threads import available_cores
+from .latency_budget import check_runtime
 from .stages.distill import d_layer_points
 
 
@@ -84,13 +85,17 @@ def check_route(family: Family, recipe: Recipe) -> None:
 
 
 def check_budgets(family: Family, recipe: Recipe) -> None:
-    """Each budget must lie below the sparse model's MACs (pruning only removes channels)."""
+    """Each MACs budget must lie below the sparse model's MACs (pruning only removes channels); a
+    latency budget's runtime must be installed (whether it is reachable, ``--dry-run`` measures)."""
     for n in family.generator_names:
+        budget = recipe.prune.budget_for(n)
+        if budget.is_latency:
+            check_runtime(budget)
+            continue
         example = family.example_input(n, 1)
         teacher = count_macs(family.build_generator(n, recipe.model.ngf_teacher), example).complete
         sparse = (teacher if recipe.model.ngf_student == recipe.model.ngf_teacher else
                   count_macs(family.build_generator(n, recipe.model.ngf_student), example).complete)
-        budget = recipe.prune.budget_for(n)
         macs = budget.macs(teacher)
         if macs >= sparse:
             raise RecipeError(

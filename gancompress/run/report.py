@@ -97,10 +97,12 @@ def build_report(family: Family, recipe: Recipe, run: RunDir, pruned: dict, expo
         student = load_generator(run.generator("student", n))[0]
         example = family.example_input(n, 1)
         t, s = count_macs(teacher, example), count_macs(student, example)
-        budget = pruned[n]["budget"]
+        budget, latency = pruned[n]["budget"], pruned[n].get("latency")
+        within = (abs(latency["measured_ms"] - latency["target_ms"]) <= latency["tolerance"] * latency["target_ms"]
+                  if latency else abs(s.complete - budget) <= recipe.prune.tolerance * budget)
         entry = {"teacher": t.as_dict(), "student": s.as_dict(), "budget": budget / 1e9,
-                 "budget_tolerance": recipe.prune.tolerance,
-                 "student_within_budget": abs(s.complete - budget) <= recipe.prune.tolerance * budget,
+                 "budget_tolerance": recipe.prune.tolerance, "student_within_budget": within,
+                 **({"latency_budget": {**latency, "macs": latency["macs"] / 1e9}} if latency else {}),
                  "macs_ratio": t.complete / s.complete, "channels_removed": pruned[n]["removed"],
                  "channels_prunable": pruned[n]["channels"], "export": exports.get(n, {}),
                  "input_shape": list(example.shape),
@@ -176,8 +178,7 @@ def write_markdown(run: RunDir, report: dict) -> Path:
                 t, s = role_metrics.get("teacher", {}).get(k), role_metrics.get("student", {}).get(k)
                 if isinstance(t, (int, float)) or isinstance(s, (int, float)):
                     lines.append(f"| {k} | {_fmt(t)} | {_fmt(s)} |")
-        lines += ["", f"Budget {_fmt(g['budget'])} GMACs (tolerance {g['budget_tolerance']:.0%}); "
-                  f"MACs ratio {_fmt(g['macs_ratio'])}."]
+        lines += ["", budget_line(g) + f"; MACs ratio {_fmt(g['macs_ratio'])}."]
         others = {r: v for r, v in g.get("metrics", {}).items() if r not in ("teacher", "student")}
         for role, vals in others.items():
             lines.append(f"{role}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in vals.items()
@@ -209,6 +210,16 @@ def write_markdown(run: RunDir, report: dict) -> Path:
     for plot in _plots(run):
         lines += [f"![{plot.stem}]({plot.relative_to(run.root)})", ""]
     return atomic_write_text(run.report_md, "\n".join(lines))
+
+
+def budget_line(g: dict) -> str:
+    """report.md's budget of one generator: GMACs, or the latency target with what stage 2 measured."""
+    lat = g.get("latency_budget")
+    if not lat:
+        return f"Budget {_fmt(g['budget'])} GMACs (tolerance {g['budget_tolerance']:.0%})"
+    return (f"Latency budget {lat['target_ms']:g} ms on {lat['runtime']} at batch {lat['batch']} (tolerance "
+            f"{lat['tolerance']:.0%}, {lat['device']}, torch threads {lat['threads']}): the pruned net measured "
+            f"{lat['measured_ms']:.3g} ms at {_fmt(lat['macs'])} GMACs in stage 2")
 
 
 def stage3_lines(stage3: dict) -> list[str]:

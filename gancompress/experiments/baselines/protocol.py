@@ -158,12 +158,16 @@ class Protocol:
 
     # --- the uniform nets ------------------------------------------------------------------------
     def uniform_widths(self, recipe: Recipe) -> dict[str, tuple[int, int]]:
-        """Generator name -> (the uniform width whose complete MACs are nearest its budget, those MACs)."""
+        """Generator name -> (the uniform width whose complete MACs are nearest its budget, those MACs).
+
+        A latency budget has its MACs once stage 2 has searched them: those of the shared pruned net."""
         if self._widths is None:
             family = self.family(recipe)
             widest = max(recipe.model.ngf_teacher, recipe.model.ngf_student)
             self._widths = {}
             for n in family.generator_names:
-                budget = recipe.prune.budget_for(n).macs(pipeline.teacher_macs(family, n).complete)
-                self._widths[n] = nearest_uniform_width(family, n, budget, widest)
+                budget = recipe.prune.budget_for(n)
+                macs = (self.shared_stages()["budget_gmacs"][n] * 1e9 if budget.is_latency
+                        else budget.macs(pipeline.teacher_macs(family, n).complete))
+                self._widths[n] = nearest_uniform_width(family, n, int(macs), widest)
         return self._widths
