@@ -67,3 +67,36 @@ def test_benchmark_command_writes_rows(tmp_path, capsys):
         med[("student", "onnxruntime", 2)] / med[("uniform", "onnxruntime", 2)])
     text = capsys.readouterr().out
     assert "| onnxruntime | fp32 | 1 |" in text and "uniform net of nearest MACs" in text
+    # the JSON says how to type the run again, and becomes a results page of its own in docs/results/
+    assert result["format"] == "gancompress-runtimes/1" and result["commit"] and result["machine"]["cpu_count"]
+    assert result["command"].startswith("gancompress benchmark recipes/demo/pix2pix.yaml --synthetic --runtimes "
+                                        "eager,onnxruntime --precisions fp32 --batch-sizes 1,2")
+    from gancompress.manual import results as manual_results
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "bench.json").write_text(out.read_text())
+    page = manual_results.pages(tmp_path / "docs")[tmp_path / "docs" / "bench.md"]
+    assert "| onnxruntime | fp32 | 2 |" in page and result["command"] in page and "do not edit" in page
+    assert "[bench](x/bench.md)" in manual_results.index_part(tmp_path / "docs", "x/")
+
+
+def test_round_to_is_timed_beside_the_unrounded_student(tmp_path, capsys):
+    from gancompress.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", "recipes/demo/pix2pix.yaml", "--set", "prune.budget=50%", "--synthetic", "--runtimes",
+                 "eager", "--round-to", "8", "--max-time", "0.01", "--device", "cpu", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert {r["model"] for r in result["rows"]} == {"teacher", "student", "uniform", "rounded"}
+    med = {r["model"]: r["median_ms"] for r in result["rows"]}
+    assert result["round_to"] == 8 and result["rounded_vs_student"]["eager_fp32_b1"] == pytest.approx(
+        med["rounded"] / med["student"])
+    assert "--round-to 8" in result["command"] and "prune.round_to 8" in capsys.readouterr().out
+    # both pruned to the same budget (the search lands each within the loose tolerance)
+    assert abs(result["gmacs"]["rounded"] / result["gmacs"]["student"] - 1) < 0.25
+    # without --runtimes, or with a student file, it is refused in one line
+    assert main(["benchmark", "recipes/demo/pix2pix.yaml", "--synthetic", "--round-to", "8"]) != 0
+    assert main(["benchmark", "recipes/demo/pix2pix.yaml", "--synthetic", "--runtimes", "eager", "--round-to", "8",
+                 "--student", str(tmp_path / "x.pt")]) != 0
+    err = capsys.readouterr().err
+    assert "add --runtimes" in err and "without --student" in err

@@ -8,10 +8,10 @@ against the uniform-width net of nearest MACs) and writes every figure as JSON (
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import argparse
+import json
+import shlex
+from pathlib import Path
 
 from .common import add_device_arg, int_list, positive_int
 
@@ -58,6 +58,8 @@ def add_arguments(p) -> None:
     p.add_argument("--student", type=Path, default=None,
                    help="a pruned student generator file (runs/x/student/generator_G.pt) for the "
                         "pruned-vs-uniform comparison; default: prune the recipe's sparse model here")
+    p.add_argument("--round-to", type=positive_int, default=None, metavar="N",
+                   help="with --runtimes: also time the student pruned with prune.round_to N beside the unrounded one")
     add_device_arg(p)
     p.add_argument("--out", type=Path, default=Path("benchmark.json"), metavar="FILE",
                    help="JSON file of every figure (default benchmark.json)")
@@ -73,6 +75,11 @@ def run(args) -> int:
     batch_sizes = [b for group in args.batch_sizes for b in group]
     if args.runtimes is not None:
         return _runtimes(args, batch_sizes)
+    if args.round_to is not None:
+        from ..errors import GanCompressError
+
+        raise GanCompressError("benchmark --round-to times the deployment runtimes: add --runtimes, "
+                               "e.g. --runtimes onnxruntime")
     logging.getLogger("gancompress.experiments.benchmark").setLevel(logging.INFO)
     recipe = load_recipe(args.recipe, args.overrides)
     result = run_benchmark(recipe, device=args.device, batch_sizes=batch_sizes, iters=args.iters,
@@ -85,10 +92,9 @@ def run(args) -> int:
 
 def _runtimes(args, batch_sizes: list[int]) -> int:
     from ..errors import GanCompressError
-    from ..experiments.runtime_bench import run_runtime_benchmark
+    from ..experiments.runtime_bench import run_runtime_benchmark, summary_lines
     from ..families.recipe import load_recipe
     from ..files.atomic import atomic_write_text
-    from ..metrics.runtimes import format_rows
 
     target = Path(args.recipe)
     if target.is_dir():
@@ -100,14 +106,26 @@ def _runtimes(args, batch_sizes: list[int]) -> int:
         kwargs = {"recipe": load_recipe(target, args.overrides), "student": args.student}
     result = run_runtime_benchmark(**kwargs, runtimes=args.runtimes, batch_sizes=batch_sizes,
                                    precisions=args.precisions, max_time=args.max_time, device=args.device or "cpu",
-                                   synthetic=args.synthetic)
-    print(f"{result['recipe']} {result['generator']} at {'x'.join(map(str, result['resolution']))}: teacher "
-          f"{result['gmacs']['teacher']:.4g} GMACs, student {result['gmacs']['student']:.4g} GMACs ({result['student']})")
-    print(format_rows(result["rows"]))
-    if result.get("student_vs_uniform"):
-        print(f"student against the uniform net of nearest MACs (ngf {result['uniform_ngf']}, "
-              f"{result['gmacs']['uniform']:.4g} GMACs), student ms / uniform ms: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in result["student_vs_uniform"].items()))
+                                   synthetic=args.synthetic, round_to=args.round_to)
+    result["command"] = _runtimes_command(args, batch_sizes)
+    print("\n".join(summary_lines(result)))
     atomic_write_text(args.out, json.dumps(result, indent=2))
     print(f"figures: {args.out}")
     return 0
+
+
+def _runtimes_command(args, batch_sizes: list[int]) -> str:
+    """The --runtimes command as one could type it again (global options aside)."""
+    words = ["gancompress", NAME, str(args.recipe)]
+    for o in args.overrides:
+        words += ["--set", o]
+    words += [w for w, on in (("--synthetic", args.synthetic),) if on]
+    if args.student is not None:
+        words += ["--student", str(args.student)]
+    if args.round_to:
+        words += ["--round-to", str(args.round_to)]
+    words += ["--runtimes", ",".join(args.runtimes), "--precisions", ",".join(args.precisions),
+              "--batch-sizes", ",".join(map(str, batch_sizes)), "--max-time", f"{args.max_time:g}"]
+    if args.device:
+        words += ["--device", args.device]
+    return shlex.join(words + ["--out", str(args.out)])
