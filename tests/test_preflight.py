@@ -125,3 +125,30 @@ def test_a_correct_recipe_passes_the_preflight(tiny_raw):
     recipe = recipe_from_dict(tiny_raw, "tiny.yaml")
     assert recipe.data.num_workers is None
     preflight(get_family("pix2pix")(recipe), recipe, torch.device("cpu"))
+
+
+def test_a_report_runtime_that_is_not_installed_stops_the_run_before_stage_1(tiny_raw, tmp_path, monkeypatch):
+    from gancompress.metrics import runtimes
+    from gancompress.run import preflight as preflight_mod
+
+    def no_training(*_a, **_k):
+        raise AssertionError("training started before the mistake was caught")
+    monkeypatch.setattr(pipeline, "train_stage", no_training)
+    # a runtime whose package is missing (openvino's module name swapped for one that cannot exist)
+    monkeypatch.setitem(runtimes.RUNTIMES, "openvino",
+                        dataclasses.replace(runtimes.RUNTIMES["openvino"], module="gancompress_no_such_module"))
+    recipe = recipe_from_dict(tiny_raw, "tiny.yaml", ["eval.latency=true", "eval.runtimes=[eager, openvino]"])
+    with pytest.raises(RecipeError, match=r"^eval\.runtimes: runtime openvino needs the 'openvino' package"):
+        pipeline.compress(recipe, tmp_path / "run", device="cpu")
+    # an ONNX runtime without the onnx exporter
+    monkeypatch.setattr(preflight_mod, "onnx_available", lambda: False)
+    recipe = recipe_from_dict(tiny_raw, "tiny.yaml", ["eval.latency=true", "eval.runtimes=[onnxruntime]"])
+    with pytest.raises(RecipeError, match="onnx package is not installed"):
+        pipeline.compress(recipe, tmp_path / "run", device="cpu")
+    # nothing to time, nothing to check
+    preflight_mod.check_eval_runtimes(recipe_from_dict(tiny_raw, "tiny.yaml", ["eval.runtimes=[onnxruntime]",
+                                                                                "eval.latency=false"]))
+    assert not (tmp_path / "run").exists()
+    # a name that is no runtime is refused when the recipe is read
+    with pytest.raises(GanCompressError, match=r"eval\.runtimes\[1\]: expected one of"):
+        recipe_from_dict(tiny_raw, "tiny.yaml", ["eval.runtimes=[eager, tensorrt]"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -13,7 +14,8 @@ MAX_MS = 1e6
 MAX_BATCH = 4096
 #: The runtimes a latency budget may name: the keys of ``gancompress.metrics.runtimes.RUNTIMES``
 #: (the recipe layer may not import metrics; tests/test_latency_budget.py checks they agree).
-RUNTIME_NAMES = ("eager", "torchscript", "onnxruntime", "openvino")
+RuntimeName = Literal["eager", "torchscript", "onnxruntime", "openvino"]
+RUNTIME_NAMES: tuple[str, ...] = typing.get_args(RuntimeName)
 LATENCY_FORM = "'<number>ms@<runtime>:b<batch>' like '6ms@onnxruntime:b1'"
 
 _LATENCY = re.compile(r"(?P<ms>[^@]*?)\s*ms\s*@\s*(?P<runtime>[^:]*?)\s*:\s*b(?P<batch>\S*)")

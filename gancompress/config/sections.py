@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .budget import Budget
+from .budget import Budget, RuntimeName
 from .schema import setting, to_plain
 
 #: Upper bounds that catch typing slips (an epoch count of 10^30) before anything is built.
@@ -298,7 +298,7 @@ class EvalConfig:
                                  "perceptual distance)")
     latency: bool = setting(True, "measure teacher and student latency")
     latency_iters: int = setting(20, "timed runs per latency measurement on a GPU", lo=1)
-    runtimes: tuple[str, ...] = setting(("eager", "torchscript"), "the runtimes teacher and student latency is "
+    runtimes: tuple[RuntimeName, ...] = setting(("eager", "torchscript"), "the runtimes teacher and student latency is "
                                         "measured on, at batch 1 (eager, torchscript, onnxruntime, openvino)")
     runtime_max_time: float = setting(0.5, "seconds one latency measurement may take at most (it stops when its "
                                       "median is stable)", lo=0, lo_open=True)

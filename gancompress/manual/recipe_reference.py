@@ -53,7 +53,10 @@ def _type(tp: Any) -> str:
     if origin is Literal:
         return " / ".join(f"`{a}`" for a in typing.get_args(tp))
     if origin in (tuple, list):
-        return f"list of {_type(typing.get_args(tp)[0])}s"
+        item = typing.get_args(tp)[0]
+        if typing.get_origin(item) is Literal:
+            return f"list, each {_type(item)}"
+        return f"list of {_type(item)}s"
     if origin is dict:
         return f"{{generator: {_type(typing.get_args(tp)[1])}}}"
     if origin in (Union, types.UnionType):

@@ -14,11 +14,13 @@ from pathlib import Path
 import torch
 
 from ..config.sections import Recipe
-from ..errors import MissingFileError, RecipeError
+from ..errors import GanCompressError, MissingFileError, RecipeError
+from ..export.onnx_file import onnx_available
 from ..families.base import Family
 from ..method.classifier import load_classifiers
 from ..method.discriminators.modes import make_mode
 from ..metrics.macs import count_macs
+from ..metrics.runtimes import get_runtime
 from ..system import distributed
 from ..system.optim import resolve_amp
 from ..system.threads import available_cores
@@ -41,6 +43,7 @@ def preflight(family: Family, recipe: Recipe, device: torch.device) -> None:
     check_budgets(family, recipe)
     check_stage3(family, recipe)
     check_files(recipe)
+    check_eval_runtimes(recipe)
     family.check_data()
 
 
@@ -102,6 +105,21 @@ def check_budgets(family: Family, recipe: Recipe) -> None:
                 f"prune.budget: {budget} for generator {n} is {macs / 1e9:.4g} GMACs, not below the sparse "
                 f"model's {sparse / 1e9:.4g} GMACs (model.ngf_student {recipe.model.ngf_student}); lower the "
                 "budget or raise model.ngf_student")
+
+
+def check_eval_runtimes(recipe: Recipe) -> None:
+    """Every runtime the report times (``eval.runtimes``) is installed, with the ONNX exporter for the
+    ONNX runtimes: a missing package must fail now, not at evaluation after hours of training."""
+    if not recipe.eval.latency:
+        return
+    for name in recipe.eval.runtimes:
+        try:
+            runtime = get_runtime(name)
+        except GanCompressError as e:
+            raise RecipeError(f"eval.runtimes: {e}; or drop {name} from eval.runtimes") from None
+        if runtime.needs_onnx and not onnx_available():
+            raise RecipeError(f"eval.runtimes: {name} times exported ONNX files, and the onnx package is not "
+                              f"installed: pip install 'gancompress[onnx]', or drop {name} from eval.runtimes")
 
 
 def check_stage3(family: Family, recipe: Recipe) -> None:
