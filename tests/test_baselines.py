@@ -9,7 +9,7 @@ import yaml
 
 import gancompress.experiments.baselines.rows as rows_module
 import gancompress.experiments.baselines.teacher as teacher_module
-import gancompress.run.pipeline as pipeline
+import gancompress.run.stage_runs as stage_runs
 from gancompress.cli import main
 from gancompress.errors import RecipeError
 from gancompress.experiments.baselines import run_baselines
@@ -137,7 +137,7 @@ def test_one_teacher_shared_stages_every_row_on_the_same_seeds_json_and_resume(t
             return real(stage, *args, **kwargs)
         return wrapper
 
-    real_make, real_gan = pipeline.make_distill_stage, rows_module.GANStage
+    real_make, real_gan = stage_runs.make_distill_stage, rows_module.GANStage
 
     def make_distill_stage(*args, **kwargs):
         stage = real_make(*args, **kwargs)
@@ -149,9 +149,9 @@ def test_one_teacher_shared_stages_every_row_on_the_same_seeds_json_and_resume(t
         starts.setdefault("gan", []).append(_clone(stage.gens))
         return stage
 
-    for module in (pipeline, rows_module, teacher_module):
+    for module in (stage_runs, rows_module, teacher_module):
         monkeypatch.setattr(module, "train_stage", counting(module.train_stage))
-    monkeypatch.setattr(pipeline, "make_distill_stage", make_distill_stage)
+    monkeypatch.setattr(stage_runs, "make_distill_stage", make_distill_stage)
     monkeypatch.setattr(rows_module, "GANStage", gan_stage)
     monkeypatch.setattr(rows_module, "LATENCY_ROUNDS", 1)
 
@@ -186,7 +186,7 @@ def test_one_teacher_shared_stages_every_row_on_the_same_seeds_json_and_resume(t
     # small-scratch is the uniform net of nearest MACs, with stage 1's updates on top of stage 3's
     r = load_recipe(recipe)
     family = get_family(r.family)(r)
-    budget = r.prune.budget_for("G").macs(pipeline.teacher_macs(family, "G").complete)
+    budget = r.prune.budget_for("G").macs(stage_runs.teacher_macs(family, "G").complete)
     width, macs = nearest_uniform_width(family, "G", budget, max(r.model.ngf_teacher, r.model.ngf_student))
     scratch, meta = load_generator(folder / "seed-0" / "small-scratch" / "student" / "generator_G.pt")
     assert meta["ngf"] == width and count_macs(scratch, family.example_input("G", 1)).complete == macs

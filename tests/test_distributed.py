@@ -108,14 +108,14 @@ def _worker(rank: int, port: int, tmp: str, raw: dict) -> None:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     from gancompress.cli import main
     from gancompress.families.recipe import recipe_from_dict
-    from gancompress.run import pipeline
+    from gancompress.run import pipeline, stage_runs
     from gancompress.system import distributed
 
     writes: list[str] = []
     if rank != 0:
         _watch_writes(tmp / "runs", writes)
     records, phase = {}, {}
-    pipeline.train_stage = _recording(pipeline.train_stage, records, phase)
+    stage_runs.train_stage = _recording(stage_runs.train_stage, records, phase)
     recipe = recipe_from_dict(raw, "tiny.yaml")
     out = {}
     with distributed.process_group("cpu"):

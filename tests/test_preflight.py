@@ -18,7 +18,7 @@ from gancompress.config.sections import Recipe
 from gancompress.errors import GanCompressError, RecipeError
 from gancompress.families import FAMILIES
 from gancompress.families.recipe import recipe_from_dict
-from gancompress.run import pipeline
+from gancompress.run import pipeline, stage_runs
 
 
 def _ranged_fields(cls, prefix=""):
@@ -109,7 +109,7 @@ LATE_MISTAKES = [
 def test_late_mistakes_stop_the_run_before_stage_1(tiny_raw, tmp_path, monkeypatch, overrides, needle):
     def no_training(*_a, **_k):
         raise AssertionError("training started before the mistake was caught")
-    monkeypatch.setattr(pipeline, "train_stage", no_training)
+    monkeypatch.setattr(stage_runs, "train_stage", no_training)
     recipe = recipe_from_dict(tiny_raw, "tiny.yaml", overrides)  # the schema lets each of them through
     with pytest.raises(GanCompressError) as info:
         pipeline.compress(recipe, tmp_path / "run", device="cpu")
@@ -133,7 +133,7 @@ def test_a_report_runtime_that_is_not_installed_stops_the_run_before_stage_1(tin
 
     def no_training(*_a, **_k):
         raise AssertionError("training started before the mistake was caught")
-    monkeypatch.setattr(pipeline, "train_stage", no_training)
+    monkeypatch.setattr(stage_runs, "train_stage", no_training)
     # a runtime whose package is missing (openvino's module name swapped for one that cannot exist)
     monkeypatch.setitem(runtimes.RUNTIMES, "openvino",
                         dataclasses.replace(runtimes.RUNTIMES["openvino"], module="gancompress_no_such_module"))

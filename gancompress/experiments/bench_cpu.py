@@ -1,7 +1,7 @@
 """Stage 3 on a CPU shared with another job: the old thread settings against the new, side by side.
 
 A fixed number of a recipe's stage-3 iterations (:func:`stage3_seconds`: the stage as
-``pipeline.make_distill_stage`` builds it, on the recipe's own training data, like
+``stage_runs.make_distill_stage`` builds it, on the recipe's own training data, like
 ``benchmark.stage3_rate``) runs in child processes, (a) one alone and (b) two at once, each with
 
 - ``old``: no thread variable set (:func:`gancompress.system.threads.clean_env`): torch's defaults, one
@@ -83,7 +83,7 @@ def stage3_seconds(recipe, iters: int, warmup: int, ready: Callable[[], None] | 
 
     from ..data.loader import BatchSource
     from ..families import get_family
-    from ..run.pipeline import make_distill_stage
+    from ..run.stage_runs import make_distill_stage
     from ..run.train import to_device
     from ..system.coreshare import core_share
     from ..system.threads import data_workers

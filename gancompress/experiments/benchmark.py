@@ -31,7 +31,7 @@ from ..families import get_family
 from ..families.recipe import recipe_from_dict
 from ..metrics.latency import latency_table, measure_latency
 from ..metrics.macs import count_macs
-from ..run.pipeline import make_distill_stage, prune_generator, pruned_generator
+from ..run.stage_runs import make_distill_stage, prune_generator, pruned_generator
 from ..run.train import to_device
 from ..system.devices import pick_device
 from ..system.fast_infer import FastGenerator

@@ -28,7 +28,7 @@ from ..families import get_family
 from ..files.rundir import RunDir
 from ..metrics.macs import count_macs
 from ..metrics.runtimes import format_rows, parse_runtimes, runtime_rows
-from ..run.pipeline import prune_generator, pruned_generator
+from ..run.stage_runs import prune_generator, pruned_generator
 from .baselines.report import commit_record, machine_record
 from .benchmark import LOOSE_TOLERANCE, nearest_uniform_width
 

@@ -27,7 +27,7 @@ from ...files.checkpoint import safe_load
 from ...files.rundir import RunDir
 from ...metrics.macs import count_macs
 from ...metrics.registry import evaluate_generators
-from ...run import pipeline
+from ...run import pipeline, stage_runs
 from ...run.record import prepare_run_dir
 from ...system.devices import pick_device
 from ..benchmark import nearest_uniform_width
@@ -135,7 +135,7 @@ class Protocol:
         sparse = nn.ModuleDict({n: family.build_generator(n, recipe.model.ngf_student) for n in names})
         sparse.load_state_dict(sparse_state["gens"])
         nets = {"sparse": {n: sparse[n].eval().to(self.device) for n in names},
-                "pruned": {n: pipeline.pruned_generator(family, recipe, n, pruned[n], True).eval().to(self.device)
+                "pruned": {n: stage_runs.pruned_generator(family, recipe, n, pruned[n], True).eval().to(self.device)
                            for n in names}}
         with torch.no_grad():
             result = evaluate_generators(family, nets, self.device, cache_dir=self.cache)
@@ -168,6 +168,6 @@ class Protocol:
             for n in family.generator_names:
                 budget = recipe.prune.budget_for(n)
                 macs = (self.shared_stages()["budget_gmacs"][n] * 1e9 if budget.is_latency
-                        else budget.macs(pipeline.teacher_macs(family, n).complete))
+                        else budget.macs(stage_runs.teacher_macs(family, n).complete))
                 self._widths[n] = nearest_uniform_width(family, n, int(macs), widest)
         return self._widths

@@ -27,7 +27,7 @@ from ...files.runlock import RunLock
 from ...metrics.latency import measure_latency
 from ...metrics.macs import count_macs
 from ...metrics.registry import evaluate_generators
-from ...run import pipeline
+from ...run import pipeline, stage_runs
 from ...run.record import prepare_run_dir
 from ...run.report import stage_diagnostics
 from ...run.stages.gan import GANStage
@@ -89,7 +89,7 @@ def train_small_scratch(p: Protocol, seed: int, out: RunDir) -> None:
         gens = {n: family.reinit_generator(family.build_generator(n, w)) for n, (w, _) in widths.items()}
         epochs = small_pretrain_epochs(recipe)
         if epochs:
-            pipeline.pretrain_student(family, recipe, out, p.device, True, gens, epochs=epochs)
+            stage_runs.pretrain_student(family, recipe, out, p.device, True, gens, epochs=epochs)
         stage1 = recipe.sparse_epochs if recipe.route != "pretrained-prune" else 0
         _train_plain(recipe, out, gens, {n: w for n, (w, _) in widths.items()}, p.device, extra_epochs=stage1)
 
@@ -100,10 +100,10 @@ def train_pruned_finetune(p: Protocol, seed: int, out: RunDir) -> None:
     family = p.family(recipe)
     pruned = safe_load(p.shared.pruned)
     with _row_folder(recipe, out):
-        seed_everything(recipe.seed + 1)  # the draws of pipeline.run_distill before its student exists
-        gens = {n: pipeline.pruned_generator(family, recipe, n, pruned[n], recipe.prune.inherit_weights)
+        seed_everything(recipe.seed + 1)  # the draws of stage_runs.run_distill before its student exists
+        gens = {n: stage_runs.pruned_generator(family, recipe, n, pruned[n], recipe.prune.inherit_weights)
                 for n in family.generator_names}
-        pipeline.pretrain_student(family, recipe, out, p.device, True, gens)
+        stage_runs.pretrain_student(family, recipe, out, p.device, True, gens)
         _train_plain(recipe, out, gens, {n: recipe.model.ngf_student for n in family.generator_names}, p.device)
 
 

@@ -31,7 +31,7 @@ from ...files.rundir import RunDir
 from ...files.runlock import RunLock
 from ...metrics.macs import count_macs
 from ...metrics.registry import evaluate_generators
-from ...run import pipeline
+from ...run import stage_runs
 from ...run.record import prepare_run_dir
 from ...run.stages.gan import GANStage
 from ...run.train import train_stage
@@ -124,7 +124,7 @@ def _train(recipe: Recipe, run: RunDir, device: torch.device, cache_dir: Path | 
     log.info("baselines teacher: training %s (ngf %d) for %d epochs in %s", recipe.family, ngf, recipe.teacher_epochs,
              run)
     prepare_run_dir(recipe, run, resume=run.recipe.exists())
-    pre = pipeline.run_pretrain(family, recipe, run, device, True, ngf, "pretrain_T")
+    pre = stage_runs.run_pretrain(family, recipe, run, device, True, ngf, "pretrain_T")
     seed_everything(recipe.seed)
     gens = {n: family.build_generator(n, ngf) for n in names}
     if pre is not None:

@@ -134,7 +134,7 @@ def _w_parity(device: str, recipe: str, mode: str, batch: int) -> dict:
 def _w_compile_stage3(device: str, recipe: str, batch: int, iters: int, warmup: int) -> dict:
     from ...families import get_family
     from ...families.recipe import load_recipe
-    from ...run.pipeline import make_distill_stage
+    from ...run.stage_runs import make_distill_stage
 
     dev = _device(device)
     r = load_recipe(recipe, [f"data.batch_size={batch}", "train.compile=true", "train.amp=\"auto\"",
