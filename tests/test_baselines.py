@@ -237,3 +237,19 @@ def test_resume_takes_a_key_added_since_the_run_started_at_its_default(tiny_reci
     _check_folder(folder, tiny_recipe, resume=True)
     with pytest.raises(RecipeError, match="seed changed"):
         _check_folder(folder, replace(tiny_recipe, seed=5), resume=True)
+
+
+def test_a_run_that_outlasts_a_commit_names_both():
+    import copy
+
+    from gancompress.experiments.baselines.report import render_markdown
+
+    result = json.loads(Path("docs/results/baselines_srgan.json").read_text())
+    start = result["settings"]["commit"]["commit"]
+    assert f"Commit {start};" in render_markdown(result) or f"Commit {start} (with" in render_markdown(result)
+    later = copy.deepcopy(result)
+    later["settings"]["commit"] = {"commit": "a" * 40, "dirty": False}
+    later["settings"]["commit_at_end"] = {"commit": "b" * 40, "dirty": True}
+    text = render_markdown(later)
+    assert f"Commit {'a' * 40} at the start, {'b' * 40} (with uncommitted changes) at the end;" in text
+    assert "commit_at_end" not in text  # not listed among the settings

@@ -103,6 +103,7 @@ def run_baselines(recipe_path: str, overrides: list[str], *, quick: bool = False
         (the run's folder, the result written to baselines.json).
     """
     started = time.perf_counter()
+    at_start = commit_record()  # the code that trains; a run can outlast a commit or two
     keys = resolve_rows(rows)
     user = load_recipe(recipe_path, overrides)
     folder = Path(out_dir) if out_dir is not None else Path(user.output_dir) / (
@@ -144,7 +145,10 @@ def run_baselines(recipe_path: str, overrides: list[str], *, quick: bool = False
                     "row_seconds": round(sum(r.get("seconds", 0.0) for by_seed in records.values()
                                              for r in by_seed.values()), 1),
                     "wall_seconds": round(time.perf_counter() - started, 1),
-                    "machine": machine_record(p.device), "commit": commit_record()}
+                    "machine": machine_record(p.device), "commit": at_start}
+        at_end = commit_record()
+        if at_end != at_start:
+            settings["commit_at_end"] = at_end
         result = build_result(family=first.family, names=family.generator_names, records=records,
                               teacher_eval=teacher_eval, shared=shared, latency=latency, settings=settings,
                               resamples=first.baselines.bootstrap_resamples)

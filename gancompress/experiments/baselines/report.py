@@ -231,13 +231,18 @@ def render_markdown(result: dict) -> str:
     for key, r in first["rows"].items():
         lines.append(f"- `{key}`: {r['definition']}.")
     lines += ["", "Settings: " + ", ".join(f"{k} {_fmt(v)}" for k, v in s.items()
-                                           if k not in ("command", "machine", "commit", "recipe", "json_name")) + ".",
+                                           if k not in ("command", "machine", "commit", "commit_at_end", "recipe", "json_name")) + ".",
               "", f"Command: `{s['command']}`", "",
-              f"Commit {s['commit'].get('commit') or 'unknown'}{' (with uncommitted changes)' if s['commit'].get('dirty') else ''}; "
+              f"Commit {_commit_text(s['commit'])}"
+              f"{' at the start, ' + _commit_text(s['commit_at_end']) + ' at the end' if 'commit_at_end' in s else ''}; "
               f"machine: {s['machine']['cpu_count']} cores, {s['machine']['torch_threads']} torch threads, "
               f"{s['machine']['processor']}, torch {s['machine']['torch']}, trained on {s['machine']['training_device']}"
               f"{', ' + s['machine']['gpu'] if 'gpu' in s['machine'] else ''}; {result['date']}."]
     return "\n".join(lines) + "\n"
+
+
+def _commit_text(record: dict) -> str:
+    return f"{record.get('commit') or 'unknown'}{' (with uncommitted changes)' if record.get('dirty') else ''}"
 
 
 def _value_text(value) -> str:
