@@ -253,3 +253,20 @@ def test_a_run_that_outlasts_a_commit_names_both():
     text = render_markdown(later)
     assert f"Commit {'a' * 40} at the start, {'b' * 40} (with uncommitted changes) at the end;" in text
     assert "commit_at_end" not in text  # not listed among the settings
+
+
+def test_each_generator_lists_its_own_mask_points():
+    from gancompress.experiments.baselines.report import render_markdown
+
+    result = json.loads(Path("docs/results/baselines_cyclegan.json").read_text())
+    text = render_markdown(result)
+    sections = text.split("## Generator ")[1:]
+    assert [s.split("\n", 1)[0] for s in sections] == ["AtoB", "BtoA"]
+    lowest = [next(line for line in s.split("\n") if "lowest active fraction" in line) for s in sections]
+    for name, line in zip(("AtoB", "BtoA"), lowest):
+        # one entry per seed, from that generator's own log key
+        assert line.count("seed ") == len(result["seeds"])
+        for seed in result["seeds"]:
+            d = result["generators"][name]["rows"]["gcc"]["diagnostics"][str(seed)]
+            assert "/".join(f"{x:.2g}" for x in d[f"active_{name}"]["lowest"]) in line
+    assert lowest[0] != lowest[1]

@@ -222,7 +222,7 @@ def render_markdown(result: dict) -> str:
         for t in g["targets"]:
             verdict = {True: "**met**", False: "**missed**", None: "not measured"}[t["met"]]
             lines.append(f"- {t['target']}: {verdict} ({_value_text(t['value'])})")
-        diag = _diagnostics_text(g["rows"])
+        diag = _diagnostics_text(g["rows"], n)
         if diag:
             lines += ["", "Diagnostics of the distilling rows (stage 3's log, every seed):", ""] + diag
         lines.append("")
@@ -253,13 +253,18 @@ def _value_text(value) -> str:
     return _fmt(value, 3)
 
 
-def _diagnostics_text(rows: dict) -> list[str]:
+def _diagnostics_text(rows: dict, name: str) -> list[str]:
+    """The distilling rows' diagnostics under generator ``name``: its own mask points (a run of
+    several generators logs ``active_<name>`` for each), and the run's gradient norms."""
     lines = []
     for key in ("gcc", "kd"):
         if key not in rows:
             continue
         per_seed = rows[key]["diagnostics"]
-        actives = [(s, k, v) for s, d in per_seed.items() for k, v in d.items() if k.startswith("active_")]
+
+        def own(d: dict, k: str) -> bool:
+            return k == f"active_{name}" or (k.startswith("active_") and f"active_{name}" not in d)
+        actives = [(s, k, v) for s, d in per_seed.items() for k, v in d.items() if own(d, k)]
         if actives:
             lowest = "; ".join(f"seed {s}: " + "/".join(_fmt(x, 2) for x in v["lowest"]) for s, k, v in actives)
             first = ", ".join(f"{_fmt(v['first_step_with_a_channel_off'])}" for _, _, v in actives)
