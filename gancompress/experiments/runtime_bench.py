@@ -29,8 +29,8 @@ from ..files.rundir import RunDir
 from ..metrics.macs import count_macs
 from ..metrics.runtimes import format_rows, parse_runtimes, runtime_rows
 from ..run.stage_runs import prune_generator, pruned_generator
-from .baselines.report import commit_record, machine_record
 from .benchmark import LOOSE_TOLERANCE, nearest_uniform_width
+from .provenance import commit_record, machine_record
 
 log = logging.getLogger(__name__)
 

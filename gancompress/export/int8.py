@@ -151,7 +151,7 @@ class OnnxFiles:
             rewritten, count = without_transposed_convs(model)
             source = self._files[(role, "fp32")]
             if count:  # ONNX Runtime quantizes Conv, not ConvTranspose: quantize the rewritten net
-                source = export_onnx(rewritten.eval(), self.example, folder / f"{role}_conv_fp32.onnx",
+                source = export_onnx(rewritten, self.example, folder / f"{role}_conv_fp32.onnx",
                                      opset=self.opset)
             self._files[(role, precision)] = quantize_int8(source, folder / f"{role}_{precision}.onnx",
                                                            self._inputs)

@@ -47,8 +47,9 @@ from ...families.recipe import load_recipe
 from ...files.atomic import atomic_write_json, atomic_write_text
 from ...files.runlock import RunLock
 from ...run.record import recipe_changes
+from ..provenance import commit_record, machine_record
 from .protocol import Protocol
-from .report import build_result, commit_record, machine_record, render_markdown
+from .report import build_result, render_markdown
 from .rows import RUN_ORDER, latency_protocol, measure_latencies, resolve_rows, run_row
 from .teacher import evaluate_teacher
 

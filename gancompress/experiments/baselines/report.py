@@ -1,15 +1,11 @@
 """The baselines' result as data (:func:`build_result`: the JSON ``baselines.json`` and
 ``docs/results/baselines_<family>.json`` hold) and its tables rendered from that data alone
-(:func:`render_markdown`), the issue's targets checked on it, and the machine and commit it came from.
+(:func:`render_markdown`), with the issue's targets checked on it and the machine and commit it came
+from (recorded by :mod:`gancompress.experiments.provenance`).
 """
 from __future__ import annotations
 
 import datetime
-import os
-import platform
-import subprocess
-
-import torch
 
 from ...metrics.keys import HEADLINE_ORDER, HIGHER_IS_BETTER
 from ..seeds import spread_or_none
@@ -23,30 +19,6 @@ COMPARISONS = (("gcc", "pruned-finetune"), ("gcc", "kd"), ("gcc", "small-scratch
 BEATS_FINETUNE = ("pix2pix", "cyclegan", "srgan")
 #: SRGAN: every student must beat bicubic by at least this many dB on the held-out images.
 SR_MARGIN_DB = 0.3
-
-
-def machine_record(device: torch.device) -> dict:
-    """Where the figures were measured: cores, torch threads, processor, torch version, device."""
-    record = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "platform": platform.platform(),
-              "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
-              "training_device": str(device)}
-    if device.type == "cuda":
-        record["gpu"] = torch.cuda.get_device_name(device)
-    return record
-
-
-def commit_record() -> dict:
-    """The checkout's commit and whether it had uncommitted changes (None outside a git checkout)."""
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip()
-    sha = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if sha else None
-    return {"commit": sha, "dirty": bool(status) if status is not None else None}
 
 
 def _spread(per_seed: dict) -> dict:
