@@ -168,6 +168,38 @@ def test_every_terms_gradient_norm_is_logged_and_follows_its_weight(tiny_raw):
     assert norms[2.0]["grad_task"] == pytest.approx(first["grad_task"], rel=1e-4)
 
 
+def _first_step_norms(tiny_raw, overrides):
+    recipe = recipe_from_dict(tiny_raw, "tiny.yaml", overrides)
+    family = get_family("pix2pix")(recipe)
+    torch.manual_seed(0)
+    stage = make_distill_stage(family, recipe, CPU, {"G": family.build_generator("G", 4)})
+    torch.manual_seed(1)
+    stage.step(*_batches(family))
+    return stage, {k: float(v) for k, v in stage.log_extras().items() if k.startswith("grad_")}
+
+
+@pytest.mark.parametrize("gamma_m,gamma_t", [(0.5, 0.25), (2.0, 0.1)])
+def test_balance_task_makes_each_terms_pull_its_gamma_times_the_tasks(tiny_raw, gamma_m, gamma_t):
+    # with D's features left out, the content and texture terms are one term each, so their logged
+    # gradient norms at the first iteration are the balanced ones
+    stage, norms = _first_step_norms(tiny_raw, ["distill.balance=task", "distill.d_layers=[]",
+                                                f"distill.gamma_m={gamma_m}", f"distill.gamma_t={gamma_t}"])
+    assert norms["grad_task"] > 0 and norms["grad_d_content"] == 0
+    assert norms["grad_content"] == pytest.approx(gamma_m * norms["grad_task"], rel=1e-3)
+    assert norms["grad_texture"] == pytest.approx(gamma_t * norms["grad_task"], rel=1e-3)
+    # without balancing the same gammas weigh the raw terms, which pull otherwise
+    _, raw = _first_step_norms(tiny_raw, ["distill.d_layers=[]", f"distill.gamma_m={gamma_m}",
+                                          f"distill.gamma_t={gamma_t}"])
+    assert raw["grad_texture"] != pytest.approx(gamma_t * raw["grad_task"], rel=0.1)
+    # the weights are chosen once and travel with the checkpoint
+    chosen = stage.balanced
+    stage.step(*_batches(family=get_family("pix2pix")(recipe_from_dict(tiny_raw, "tiny.yaml"))))
+    assert stage.balanced == chosen
+    resumed, _ = _first_step_norms(tiny_raw, ["distill.balance=task", "distill.d_layers=[]"])
+    resumed.load_state_dict(stage.state_dict())
+    assert resumed.balanced == chosen and {"w_content", "w_texture"} <= set(resumed.log_extras())
+
+
 # --- 5. where the taps are --------------------------------------------------------------------------
 
 def test_unet_taps_sit_before_dropout():

@@ -138,6 +138,13 @@ class DistillConfig:
                                 "linear)", lo=0, hi=MAX_EPOCHS)
     gamma_m: float = setting(1.0, "weight of the content (feature) distillation term", lo=0)
     gamma_t: float = setting(1.0, "weight of the texture (Gram) distillation term", lo=0)
+    # The terms' raw scales differ by orders of magnitude between families, widths and data (a Gram
+    # matrix of D features against a pixel L1), so fixed weights tuned on one run mislead another.
+    balance: Literal["off", "task"] = setting(
+        "off", "off: gamma_m and gamma_t weigh the raw terms; task: they are ratios, the content terms' "
+        "(G and D features together) and the texture terms' gradient norm on the student to the task "
+        "loss's (the adversarial term's where the family has none), measured at stage 3's first "
+        "iteration and kept from then on")
     d_layers: tuple[int, ...] = setting((2, 4), "the teacher D's layers (1-based) whose features of the "
                                         "student's output are distilled")
     # 'linear' is pix2pix's schedule; 'step' is GCC's SRGAN (torch's StepLR), so 15 + 15 epochs give

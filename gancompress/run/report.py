@@ -53,6 +53,8 @@ def stage_diagnostics(run: RunDir, stage: str = "distill") -> dict:
     if grads:
         out["grad_norms_start"] = {k: rows[0][k] for k in grads}
         out["grad_norms_end"] = {k: rows[-1][k] for k in grads if k in rows[-1]}
+    if "w_content" in rows[0]:  # distill.balance: task chose the weights at the first iteration
+        out["balanced_weights"] = {"content": rows[0]["w_content"], "texture": rows[0]["w_texture"]}
     return out
 
 
@@ -246,6 +248,10 @@ def stage3_lines(stage3: dict) -> list[str]:
     if grads:
         lines.append("Gradient norm of each term of the student's loss at the start of stage 3: "
                      + ", ".join(f"{k[5:]} {v:.3g}" for k, v in grads.items()) + ".")
+    weights = stage3.get("balanced_weights")
+    if weights:
+        lines.append(f"distill.balance: task set the content weight to {weights['content']:.3g} and the texture "
+                     f"weight to {weights['texture']:.3g}.")
     return lines + ([""] if lines else [])
 
 

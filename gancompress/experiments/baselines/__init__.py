@@ -140,6 +140,7 @@ def run_baselines(recipe_path: str, overrides: list[str], *, quick: bool = False
                     "batch_size": first.data.batch_size, "discriminator": first.discriminator.mode,
                     "tau": first.discriminator.tau, "alpha_lr": first.discriminator.alpha_lr,
                     "gamma_m": first.distill.gamma_m, "gamma_t": first.distill.gamma_t,
+                    "balance": first.distill.balance,
                     "uniform_widths": {n: w for n, (w, _) in p.uniform_widths(first).items()},
                     "latency": latency_protocol(first.eval.latency_iters), "json_name": f"{name}.json",
                     "teacher_seconds": teacher.record["seconds"],

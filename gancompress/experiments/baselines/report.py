@@ -249,4 +249,9 @@ def _diagnostics_text(rows: dict, name: str) -> list[str]:
             mean = {k: sum(s.get(k, 0.0) for s in starts) / len(starts) for k in names}
             lines.append(f"- `{key}`: gradient norm of each term on the student at the first iteration (mean over seeds): "
                          + ", ".join(f"{k[5:]} {_fmt(v, 3)}" for k, v in mean.items()) + ".")
+        weights = [d["balanced_weights"] for d in per_seed.values() if d.get("balanced_weights")]
+        if weights:
+            lines.append(f"- `{key}`: weights chosen by distill.balance: task, per seed: content "
+                         + ", ".join(_fmt(w["content"], 3) for w in weights) + "; texture "
+                         + ", ".join(_fmt(w["texture"], 3) for w in weights) + ".")
     return lines

@@ -14,6 +14,10 @@ the same dropout masks: a student that is a copy of its teacher matches it at ev
 Every ``train.log_every`` iterations the stage also measures the gradient norm of each term of
 the student's loss on the student generator's own parameters (the adapters excluded), so the
 terms' weights can be set against the task loss they join (``grad_<term>`` in metrics.jsonl).
+With ``distill.balance: task`` the stage sets those weights itself: at its first iteration it
+measures the same norms unweighted and scales the content and texture terms so that each pulls
+``gamma_m`` / ``gamma_t`` times as hard as the task loss; the weights are kept from then on (and in
+the checkpoint, so a resumed run goes on with them).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from ...method.classifier import classifier_guidance
 from ...method.discriminators.modes import Mode
 from ...method.taps import Adapters, FeatureTap, distill_terms, tap_channels
 from ...nets.layers import running_stats_kept
+from ...system import distributed
 from ...system.optim import Precision, distill_lr_factor, frozen, make_adam, prepare_module, set_lr
 from .gan import GANUpdate, build_pair
 
@@ -36,6 +41,18 @@ def student_discriminator(family: Family, name: str, mode: Mode, train: TrainCon
     """The student's discriminator ``name``: the family's D, wrapped by ``mode``, on ``device``."""
     net = prepare_module(family.build_discriminator(name), train, device)
     return mode.wrap(net, net.mask_points(), family.name).to(device)
+
+
+def gradient_norms(terms: dict[str, torch.Tensor], params: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The L2 norm of each term's gradient on ``params`` (0 for a term that does not reach them);
+    the graph is kept for the backward that follows."""
+    out = {}
+    for name, term in terms.items():
+        grads = ([g for g in torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+                  if g is not None] if term.requires_grad else [])
+        out[name] = (torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+                     if grads else term.new_zeros((), dtype=torch.float32))
+    return out
 
 
 def d_layer_points(disc: nn.Module, d_layers: tuple[int, ...], family_name: str) -> list[nn.Module]:
@@ -111,6 +128,8 @@ class DistillStage:
             self.t_gens.train().requires_grad_(False)
             self.t_discs.train(self.train_teacher_d)
         self.grad_norms: dict[str, torch.Tensor] = {}
+        # (content weight, texture weight) chosen at the first iteration under distill.balance: task
+        self.balanced: tuple[float, float] | None = None
         self._rng_devices = [device] if device.type == "cuda" else []
 
     def _build_distillation_points(self) -> None:
@@ -203,7 +222,7 @@ class DistillStage:
     def _student_g_phase(self, batch: dict, inputs: dict, s_fakes: dict, t_fakes: dict, t_feats: dict,
                          logs: dict) -> None:
         """3. G_S: adversarial (vs D_S) + task + distillation from G_T's and D_T's features."""
-        fam, d = self.family, self.distill
+        fam = self.family
         self.opt_sg.zero_grad(set_to_none=True)
         with frozen(self.s_discs, self.t_discs), self.precision.autocast():
             adv = (self.teacher_update.g_adv(self.s_discs, inputs, s_fakes) if self.opt_sd is not None
@@ -214,8 +233,9 @@ class DistillStage:
                 c, t = distill_terms(self.adapters[n](list(self.s_taps[n].outputs)), t_feats[n])
                 dc, dt = self._d_feature_terms(n, inputs, s_fakes[n], t_fakes[n])
                 content, texture, d_content, d_texture = content + c, texture + t, d_content + dc, d_texture + dt
-            terms = {"adv": adv, "task": task, "content": d.gamma_m * content, "texture": d.gamma_t * texture,
-                     "d_content": d.gamma_m * d_content, "d_texture": d.gamma_t * d_texture}
+            w_m, w_t = self._term_weights(adv, task, content + d_content, texture + d_texture)
+            terms = {"adv": adv, "task": task, "content": w_m * content, "texture": w_t * texture,
+                     "d_content": w_m * d_content, "d_texture": w_t * d_texture}
             if self.classifiers:
                 c = self.classifier_cfg
                 guide = sum(classifier_guidance(self.classifiers[n], s_fakes[n].float(), c.mode)
@@ -231,21 +251,32 @@ class DistillStage:
                      "S_texture": texture.detach(), "S_d_content": d_content.detach(),
                      "S_d_texture": d_texture.detach()})
 
+    def _student_params(self) -> list[torch.Tensor]:
+        return [p for p in self.s_gens.parameters() if p.requires_grad]
+
     def _term_grad_norms(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each weighted term's gradient norm on the student generators' parameters (not the
         adapters'): what each term asks of the student, to weigh it against the task loss."""
-        params = [p for p in self.s_gens.parameters() if p.requires_grad]
-        out = {}
-        for name, term in terms.items():
-            if not term.requires_grad:
-                out[f"grad_{name}"] = torch.zeros((), device=self.device)
-                continue
-            grads = [g for g in torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
-                     if g is not None]
-            out[f"grad_{name}"] = (torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float())
-                                                                         for g in grads]))
-                                   if grads else torch.zeros((), device=self.device))
-        return out
+        return {f"grad_{k}": v for k, v in gradient_norms(terms, self._student_params()).items()}
+
+    def _term_weights(self, adv: torch.Tensor, task: torch.Tensor, content: torch.Tensor,
+                      texture: torch.Tensor) -> tuple[float, float]:
+        """The content and texture weights: gamma_m and gamma_t, or (``balance: task``) the weights
+        that make the content and the texture terms' gradient norms gamma_m and gamma_t times the
+        task loss's, chosen once, at the first iteration, from the unweighted terms given here."""
+        d = self.distill
+        if d.balance == "off":
+            return d.gamma_m, d.gamma_t
+        if self.balanced is None:
+            norms = gradient_norms({"adv": adv, "task": task, "content": content, "texture": texture},
+                                   self._student_params())
+            # every rank must weigh alike: the mean of the ranks' norms
+            g_adv, g_task, g_content, g_texture = (float(v) for v in distributed.all_reduce_mean(
+                torch.stack([norms[k] for k in ("adv", "task", "content", "texture")])))
+            reference = g_task if g_task > 0 else g_adv
+            self.balanced = (d.gamma_m * reference / g_content if g_content > 0 else d.gamma_m,
+                             d.gamma_t * reference / g_texture if g_texture > 0 else d.gamma_t)
+        return self.balanced
 
     def _d_feature_terms(self, name: str, inputs: dict, s_fake: torch.Tensor,
                          t_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -266,7 +297,9 @@ class DistillStage:
     def log_extras(self) -> dict:
         """The mode's diagnostics (e.g. the active-channel fraction of every masked layer) and the
         latest gradient norm of each term of the student's loss."""
-        return {**self.mode.log_extras(), **self.grad_norms}
+        weights = ({"w_content": self.balanced[0], "w_texture": self.balanced[1]}
+                   if self.balanced is not None else {})
+        return {**self.mode.log_extras(), **self.grad_norms, **weights}
 
     @torch.no_grad()
     def visuals(self, batch: dict) -> list[torch.Tensor]:
@@ -286,7 +319,7 @@ class DistillStage:
                 "s_gens": self.s_gens.state_dict(), "s_discs": self.s_discs.state_dict(),
                 "adapters": self.adapters.state_dict(), "optimizers": opts, "mode": self.mode.state_dict(),
                 "precision": self.precision.state_dict(), "family": self.family.state_dict(),
-                "iteration": self.iteration}
+                "iteration": self.iteration, "balanced": self.balanced}
 
     def load_state_dict(self, state: dict) -> None:
         self.t_gens.load_state_dict(state["t_gens"])
@@ -301,6 +334,7 @@ class DistillStage:
         self.precision.load_state_dict(state["precision"])
         self.family.load_state_dict(state["family"])
         self.iteration = state["iteration"]
+        self.balanced = state.get("balanced")  # absent in checkpoints of earlier versions
 
     def outputs(self) -> dict:
         return {"t_gens": self.t_gens.state_dict(), "s_gens": self.s_gens.state_dict()}
