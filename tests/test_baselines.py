@@ -14,7 +14,7 @@ from gancompress.cli import main
 from gancompress.errors import RecipeError
 from gancompress.experiments.baselines import run_baselines
 from gancompress.experiments.baselines.protocol import quick_keys
-from gancompress.experiments.baselines.report import render_markdown, targets
+from gancompress.experiments.baselines.report import headroom, render_markdown, targets
 from gancompress.experiments.baselines.rows import resolve_rows, small_pretrain_epochs
 from gancompress.experiments.baselines.stats import paired_difference
 from gancompress.experiments.benchmark import nearest_uniform_width
@@ -71,6 +71,19 @@ def test_targets_are_judged_on_the_figures():
     sagan = targets("sagan", _entry([40.0, 42.0], [50.0, 50.0], head="fid", teacher=(39.0, 2.5)))
     assert sagan[0]["met"] is True
     assert targets("sagan", _entry([50.0, 52.0], [50.0, 50.0], head="fid", teacher=(39.0, 2.5)))[0]["met"] is False
+
+
+def test_headroom_says_whether_the_teacher_beats_finetuning_alone():
+    def entry(teacher, finetune):
+        d = paired_difference(dict(enumerate(teacher)), dict(enumerate(finetune)), higher_is_better=False,
+                              resamples=500)
+        return {"headline": "fid", "paired": {"teacher - pruned-finetune": {"fid": d}}}
+    # FID: the teacher at 3.1 on every seed, the fine-tuned students around it -> nothing to distil
+    flat = headroom(entry([3.1] * 3, [3.0, 3.3, 2.9]))
+    assert flat["teacher_better"] is False and flat["interval"][0] < 0
+    room = headroom(entry([3.1] * 3, [5.0, 6.1, 5.5]))
+    assert room["teacher_better"] is True and room["mean"] == pytest.approx(2.433, abs=1e-3)
+    assert headroom({"headline": "fid", "paired": {}}) is None
 
 
 def test_quick_mode_shortens_every_stage(tiny_raw):

@@ -87,7 +87,14 @@ def build_result(*, family: str, names: tuple[str, ...], records: dict[str, dict
                 k: paired_difference(_values(rows["gcc"], k), _values(t_rows, k), higher_is_better=HIGHER_IS_BETTER[k],
                                      resamples=resamples)
                 for k in keys if k in entry["teacher"]["metrics"] and k in rows["gcc"]["metrics"]}
+        if "pruned-finetune" in rows and entry["teacher"]["metrics"]:
+            entry["paired"]["teacher - pruned-finetune"] = {
+                k: paired_difference(_values({"metrics": entry["teacher"]["metrics"]}, k),
+                                     _values(rows["pruned-finetune"], k), higher_is_better=HIGHER_IS_BETTER[k],
+                                     resamples=resamples)
+                for k in keys if k in entry["teacher"]["metrics"] and k in rows["pruned-finetune"]["metrics"]}
         entry["targets"] = targets(family, entry)
+        entry["headroom"] = headroom(entry)
         generators[n] = entry
     return {"format": FORMAT, "family": family, "seeds": seeds, "settings": settings, "generators": generators,
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
@@ -125,6 +132,16 @@ def targets(family: str, entry: dict) -> list[dict]:
                     "value": {"gcc": g.get("mean"), "teacher": t.get("mean"), "teacher_std": t.get("std")},
                     "met": met})
     return out
+
+
+def headroom(entry: dict) -> dict | None:
+    """Whether distillation had anything to give: the teacher must beat the pruned net fine-tuned
+    alone, or the best a student can do by imitating it is what pruned-finetune already reached.
+    None where either row is missing."""
+    d = entry["paired"].get("teacher - pruned-finetune", {}).get(entry["headline"])
+    if d is None or d["ci_low"] is None:
+        return None
+    return {"interval": [d["ci_low"], d["ci_high"]], "mean": d["mean"], "teacher_better": d["ci_low"] > 0}
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,6 +211,16 @@ def render_markdown(result: dict) -> str:
         for t in g["targets"]:
             verdict = {True: "**met**", False: "**missed**", None: "not measured"}[t["met"]]
             lines.append(f"- {t['target']}: {verdict} ({_value_text(t['value'])})")
+        room = g.get("headroom")
+        if room is not None:
+            lines += ["", f"Headroom: teacher - pruned-finetune {_fmt(room['mean'], 3)} "
+                          f"[{_fmt(room['interval'][0], 3)}, {_fmt(room['interval'][1], 3)}]; "
+                      + ("the teacher is better than the pruned net fine-tuned alone, so there is something to distil."
+                         if room["teacher_better"] else
+                         "the pruned net fine-tuned alone is not clearly worse than its teacher, so at this budget "
+                         "imitating the teacher cannot take a student past what fine-tuning alone reached: tighten "
+                         "prune.budget or train a stronger teacher (baselines.teacher_epochs) before reading "
+                         "gcc - pruned-finetune.")]
         diag = _diagnostics_text(g["rows"], n)
         if diag:
             lines += ["", "Diagnostics of the distilling rows (stage 3's log, every seed):", ""] + diag
