@@ -237,9 +237,13 @@ def test_dry_run_and_report_say_when_stage3_is_too_short_for_alpha(tiny_raw, tmp
     assert alpha["too_short"] and alpha["iterations_to_reach_tau"] is None
     assert "no retention factor could reach tau" in (tmp_path / "slow" / "report.md").read_text()
     assert report["stage3"]["active_G"]["first_step_with_a_channel_off"] is None
-    auto = recipe_from_dict(tiny_raw, "tiny.yaml", ["export.onnx=false"])
+    # (balance: task rides along: its weights reach metrics.jsonl, the report and report.md)
+    auto = recipe_from_dict(tiny_raw, "tiny.yaml", ["export.onnx=false", "distill.balance=task"])
     assert "alpha_lr auto" in describe(auto)
     report = compress(auto, tmp_path / "auto", device="cpu")
     alpha = report["stage3"]["selective"]
     assert not alpha["too_short"] and alpha["iterations_to_reach_tau"] <= 0.1 * alpha["iterations"] + 1
     assert set(report["stage3"]["grad_norms_start"]) >= {"grad_task", "grad_content", "grad_texture"}
+    weights = report["stage3"]["balanced_weights"]
+    assert set(weights) == {"content", "texture"} and all(w > 0 for w in weights.values())
+    assert "distill.balance: task set the content weight" in (tmp_path / "auto" / "report.md").read_text()

@@ -297,7 +297,7 @@ class DistillStage:
     def log_extras(self) -> dict:
         """The mode's diagnostics (e.g. the active-channel fraction of every masked layer) and the
         latest gradient norm of each term of the student's loss."""
-        weights = ({"w_content": self.balanced[0], "w_texture": self.balanced[1]}
+        weights = ({"w_content": torch.tensor(self.balanced[0]), "w_texture": torch.tensor(self.balanced[1])}
                    if self.balanced is not None else {})
         return {**self.mode.log_extras(), **self.grad_norms, **weights}
 
