@@ -135,9 +135,9 @@ def targets(family: str, entry: dict) -> list[dict]:
 
 
 def headroom(entry: dict) -> dict | None:
-    """Whether distillation had anything to give: the teacher must beat the pruned net fine-tuned
-    alone, or the best a student can do by imitating it is what pruned-finetune already reached.
-    None where either row is missing."""
+    """Whether the teacher's generator had anything to give: it must beat the pruned net fine-tuned
+    alone, or imitating it can at best reach what pruned-finetune already reached (the terms on the
+    teacher D's features may still help). None where either row is missing."""
     d = entry["paired"].get("teacher - pruned-finetune", {}).get(entry["headline"])
     if d is None or d["ci_low"] is None:
         return None
@@ -217,10 +217,10 @@ def render_markdown(result: dict) -> str:
                           f"[{_fmt(room['interval'][0], 3)}, {_fmt(room['interval'][1], 3)}]; "
                       + ("the teacher is better than the pruned net fine-tuned alone, so there is something to distil."
                          if room["teacher_better"] else
-                         "the pruned net fine-tuned alone is not clearly worse than its teacher, so at this budget "
-                         "imitating the teacher cannot take a student past what fine-tuning alone reached: tighten "
-                         "prune.budget or train a stronger teacher (baselines.teacher_epochs) before reading "
-                         "gcc - pruned-finetune.")]
+                         "the pruned net fine-tuned alone is not clearly worse than its teacher, so imitating the "
+                         "teacher's generator has nothing to give and any gain over pruned-finetune comes from the "
+                         "rest (the teacher D's features); a missed target says little about the method here: "
+                         "tighten prune.budget or train a stronger teacher (baselines.teacher_epochs).")]
         diag = _diagnostics_text(g["rows"], n)
         if diag:
             lines += ["", "Diagnostics of the distilling rows (stage 3's log, every seed):", ""] + diag
