@@ -86,6 +86,20 @@ def test_headroom_says_whether_the_teacher_beats_finetuning_alone():
     assert headroom({"headline": "fid", "paired": {}}) is None
 
 
+def test_the_recorded_command_keeps_threads_and_a_results_folder():
+    import argparse
+
+    from gancompress.commands import baselines as command
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(["r.yaml", "--set", "seed=3", "--results", "runs/probe", "--seeds", "2"])
+    args.threads = 2
+    assert command.command_line(args) == ("gancompress --threads 2 baselines r.yaml --set seed=3 --seeds 2 "
+                                          "--results runs/probe")
+    plain = parser.parse_args(["r.yaml"])  # the default folder and no --threads: neither is written
+    assert command.command_line(plain) == "gancompress baselines r.yaml"
+
+
 def test_quick_mode_shortens_every_stage(tiny_raw):
     r = recipe_from_dict(tiny_raw, "tiny.yaml", ["distill.epochs_const=40", "distill.epochs_decay=20",
                                                  "sparse.epochs=10", "train.pretrain_epochs=8",

@@ -18,6 +18,7 @@ from .common import add_device_arg, add_recipe_args, positive_int
 NAME = "baselines"
 HELP = "measure whether distillation pays: gcc, kd, pruned-finetune and small-scratch over seeds"
 EXAMPLE = "gancompress baselines recipes/demo/pix2pix.yaml --quick"
+RESULTS_DIR = Path("docs") / "results"
 
 
 def add_arguments(p) -> None:
@@ -34,7 +35,7 @@ def add_arguments(p) -> None:
                         "(default <output_dir>/<name>-baselines, or -baselines-quick)")
     p.add_argument("--teachers", type=Path, default=None, metavar="DIR",
                    help="the folder of cached teachers (default <output_dir>/teachers)")
-    p.add_argument("--results", type=Path, default=Path("docs") / "results", metavar="DIR",
+    p.add_argument("--results", type=Path, default=RESULTS_DIR, metavar="DIR",
                    help="folder for the full protocol's JSON and Markdown (default docs/results; not with --quick)")
     p.add_argument("--results-name", default=None, metavar="NAME",
                    help="their file name without suffix (default baselines_<family>)")
@@ -44,11 +45,13 @@ def add_arguments(p) -> None:
 
 def command_line(args) -> str:
     """The command as one could type it again."""
-    words = ["gancompress", "baselines", str(args.recipe)]
+    threads = getattr(args, "threads", None)  # the global option: it changes the timings recorded
+    words = ["gancompress", *(["--threads", str(threads)] if threads else []), "baselines", str(args.recipe)]
     for o in args.overrides:
         words += ["--set", o]
+    results = None if args.results == RESULTS_DIR else args.results
     for flag, value in (("--seeds", args.seeds), ("--out", args.out), ("--teachers", args.teachers),
-                        ("--results-name", args.results_name), ("--device", args.device)):
+                        ("--results", results), ("--results-name", args.results_name), ("--device", args.device)):
         if value is not None:
             words += [flag, str(value)]
     if args.rows:
