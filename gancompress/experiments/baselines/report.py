@@ -75,24 +75,15 @@ def build_result(*, family: str, names: tuple[str, ...], records: dict[str, dict
         keys = [k for k in HEADLINE_ORDER if any(k in r["metrics"] for r in rows.values())]
         entry["headline"] = keys[0] if keys else None
         entry["paired"] = {}
-        for a, b in COMPARISONS:
-            if a in rows and b in rows:
+        # the shared teacher joins as a row of its own: gcc against it, and it against fine-tuning
+        # alone (the headroom)
+        pool = {**rows, "teacher": {"metrics": entry["teacher"]["metrics"]}} if entry["teacher"]["metrics"] else rows
+        for a, b in (*COMPARISONS, ("gcc", "teacher"), ("teacher", "pruned-finetune")):
+            if a in pool and b in pool:
                 entry["paired"][f"{a} - {b}"] = {
-                    k: paired_difference(_values(rows[a], k), _values(rows[b], k), higher_is_better=HIGHER_IS_BETTER[k],
+                    k: paired_difference(_values(pool[a], k), _values(pool[b], k), higher_is_better=HIGHER_IS_BETTER[k],
                                          resamples=resamples)
-                    for k in keys if k in rows[a]["metrics"] and k in rows[b]["metrics"]}
-        if "gcc" in rows and entry["teacher"]["metrics"]:
-            t_rows = {"metrics": entry["teacher"]["metrics"]}
-            entry["paired"]["gcc - teacher"] = {
-                k: paired_difference(_values(rows["gcc"], k), _values(t_rows, k), higher_is_better=HIGHER_IS_BETTER[k],
-                                     resamples=resamples)
-                for k in keys if k in entry["teacher"]["metrics"] and k in rows["gcc"]["metrics"]}
-        if "pruned-finetune" in rows and entry["teacher"]["metrics"]:
-            entry["paired"]["teacher - pruned-finetune"] = {
-                k: paired_difference(_values({"metrics": entry["teacher"]["metrics"]}, k),
-                                     _values(rows["pruned-finetune"], k), higher_is_better=HIGHER_IS_BETTER[k],
-                                     resamples=resamples)
-                for k in keys if k in entry["teacher"]["metrics"] and k in rows["pruned-finetune"]["metrics"]}
+                    for k in keys if k in pool[a]["metrics"] and k in pool[b]["metrics"]}
         entry["targets"] = targets(family, entry)
         entry["headroom"] = headroom(entry)
         generators[n] = entry
